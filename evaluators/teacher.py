@@ -1,0 +1,54 @@
+"""Dense-model outputs computed once per sample set and kept compactly for KL against candidates.
+
+Full-vocabulary log-probabilities of SmolLM2 cost 196 KB per token; we keep the teacher's top-k log-probabilities and
+the log of the remaining mass instead. KL is then computed over k + 1 outcomes (the top-k tokens and "everything
+else"), which by the data-processing inequality never exceeds the exact KL; `benchmarks/` measures the gap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from paretopress.evaluators.forward import batched_logprobs
+
+
+@dataclass(frozen=True)
+class TeacherOutputs:
+    """Top-k teacher log-probs [samples, seq, k], their token ids, and log of the remaining mass [samples, seq]."""
+
+    top_logprobs: torch.Tensor
+    top_ids: torch.Tensor
+    rest_logprob: torch.Tensor
+
+    def rows(self, index: torch.Tensor | slice) -> TeacherOutputs:
+        return TeacherOutputs(self.top_logprobs[index], self.top_ids[index], self.rest_logprob[index])
+
+    def to_dict(self) -> dict[str, torch.Tensor]:
+        return {"top_logprobs": self.top_logprobs, "top_ids": self.top_ids, "rest_logprob": self.rest_logprob}
+
+
+def log_rest(logprobs: torch.Tensor, top_ids: torch.Tensor) -> torch.Tensor:
+    """log of the probability mass outside ``top_ids``, computed without cancellation."""
+    return logprobs.scatter(-1, top_ids, float("-inf")).logsumexp(-1)
+
+
+def compute_teacher(model: nn.Module, tokens: torch.Tensor, top_k: int, batch_size: int) -> TeacherOutputs:
+    parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    for _, logprobs in batched_logprobs(model, tokens, batch_size):
+        top, ids = logprobs.topk(top_k, dim=-1)
+        parts.append((top, ids.to(torch.int32), log_rest(logprobs, ids)))
+    top, ids, rest = (torch.cat(column) for column in zip(*parts, strict=True))
+    return TeacherOutputs(top, ids, rest)
+
+
+def kl_per_token(teacher: TeacherOutputs, student_logprobs: torch.Tensor) -> torch.Tensor:
+    """KL(teacher || student) per token [samples, seq] over the top-k tokens plus the remaining mass."""
+    ids = teacher.top_ids.long()
+    student_top = student_logprobs.gather(-1, ids)
+    top_term = (teacher.top_logprobs.exp() * (teacher.top_logprobs - student_top)).sum(-1)
+    student_rest = log_rest(student_logprobs, ids)
+    rest_term = teacher.rest_logprob.exp() * (teacher.rest_logprob - student_rest)
+    return top_term + torch.nan_to_num(rest_term, nan=0.0)

@@ -1,0 +1,65 @@
+"""The ``paretopress`` command line: run, studies, front, export."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from paretopress.errors import UserError
+
+DEFAULT_DB = "paretopress.db"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line and exit code 2 like every other user error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserError(f"{self.prog}: {message}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="paretopress", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = commands.add_parser("run", help="run (or resume) the study a job file describes")
+    run.add_argument("job", help="job file (YAML)")
+    run.add_argument("--db", default=DEFAULT_DB, help=f"SQLite store (default: {DEFAULT_DB})")
+    run.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
+    run.add_argument("--executor", choices=("ray", "local"), default="ray", help="where evaluations run")
+
+    studies = commands.add_parser("studies", help="list the studies in a store")
+    studies.add_argument("--db", default=DEFAULT_DB)
+
+    front = commands.add_parser("front", help="non-dominated candidates of a study (held-out KL vs parameters)")
+    front.add_argument("study", help="study name or id")
+    front.add_argument("--db", default=DEFAULT_DB)
+
+    export = commands.add_parser("export", help="write a candidate as a config and a loadable checkpoint")
+    export.add_argument("study", help="study name or id")
+    export.add_argument(
+        "--candidate", required=True, help="candidate id (see `paretopress front`), or `best`: lowest held-out KL"
+    )
+    export.add_argument("--out", required=True, help="output directory")
+    export.add_argument("--db", default=DEFAULT_DB)
+    export.add_argument("--force", action="store_true", help="write into a non-empty directory")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        args = _parser().parse_args(argv)
+        from paretopress import commands  # heavy imports (torch, ray) only once the arguments are valid
+
+        return getattr(commands, args.command)(args)
+    except UserError as error:
+        print(f"paretopress: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("paretopress: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""What each CLI command does, once its arguments parsed; one function per command, named like it."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from paretopress.job import load_job
+from paretopress.search.controller import Progress
+from paretopress.search.export import export_candidate
+from paretopress.search.front import study_front
+from paretopress.search.runner import run_job
+from paretopress.search.store import Store
+
+
+class ProgressLine:
+    """One status line per batch: rewritten in place on a terminal, printed per generation otherwise."""
+
+    def __init__(self, stream=sys.stderr) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.last_generation = -1
+
+    def __call__(self, p: Progress) -> None:
+        rate = p.evaluated / p.elapsed if p.elapsed > 0 else 0.0
+        done = p.generation / p.generations
+        eta = p.elapsed / done - p.elapsed if done > 0 and p.evaluated else float("nan")
+        best = f"{p.best_fitness:.4f}" if p.best_fitness is not None else "-"
+        line = (f"generation {p.generation}/{p.generations}  best kl {best}  {rate:.2f} evals/s  "
+                f"({p.evaluated} run, {p.reused} from store)  ETA {_duration(eta)}")
+        if self.tty:
+            print(f"\r{line}\033[K", end="", file=self.stream, flush=True)
+        elif p.generation != self.last_generation:
+            print(line, file=self.stream, flush=True)
+        self.last_generation = p.generation
+
+    def close(self) -> None:
+        if self.tty:
+            print(file=self.stream)
+
+
+def _duration(seconds: float) -> str:
+    if seconds != seconds:  # NaN: not known yet
+        return "?"
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes}m{secs:02d}s"
+
+
+def run(args: argparse.Namespace) -> int:
+    job = load_job(args.job)
+    start = time.perf_counter()
+    progress = ProgressLine()
+    try:
+        outcome = run_job(job, args.db, address=args.address, executor=args.executor, on_progress=progress)
+    finally:
+        progress.close()
+    dense, found = outcome.metrics["dense"], outcome.metrics["evopress"]
+    with Store(args.db, readonly=True) as store:
+        best_id = next(c.id for c in store.candidates(outcome.study_id) if c.genome_key == outcome.best.key)
+    verb = "resumed" if outcome.resumed else "ran"
+    print(f"{verb} study {outcome.name!r} in {time.perf_counter() - start:.0f} s: {outcome.evaluated} evaluations run, "
+          f"{outcome.reused} answered from the store")
+    print(f"held-out perplexity: dense {dense['ppl']:.3f} ({int(dense['params']):,} params), "
+          f"found {found['ppl']:.3f} ({int(found['params']):,} params, KL {found['kl']:.4f}), candidate {best_id}")
+    print(f"store: {args.db}")
+    print(f"export: paretopress export {outcome.name} --candidate {best_id} --db {args.db} --out OUT_DIR")
+    return 0
+
+
+def studies(args: argparse.Namespace) -> int:
+    with Store(args.db, readonly=True) as store:
+        rows = [(s.id, s.name, s.status, s.spec["model"], _space(s.spec["space"]), len(store.candidates(s.id)))
+                for s in store.studies()]
+    _table(("id", "name", "status", "model", "space", "candidates"), rows)
+    return 0
+
+
+def _space(spec: dict) -> str:
+    return f"{spec['kind']}/{spec.get('granularity', '')} drop={spec.get('drop')}"
+
+
+def front(args: argparse.Namespace) -> int:
+    with Store(args.db, readonly=True) as store:
+        study = store.study(args.study)
+        rows = study_front(store, study.id)
+    _table(
+        ("candidate", "origin", "generation", "params", "kl", "ppl"),
+        [(r["candidate"], r["origin"], "" if r["generation"] is None else r["generation"], f"{int(r['params']):,}",
+          f"{r['kl']:.4f}", f"{r.get('ppl', float('nan')):.3f}") for r in rows],
+    )
+    return 0
+
+
+def export(args: argparse.Namespace) -> int:
+    report = export_candidate(args.db, args.study, args.candidate, args.out, force=args.force)
+    print(f"wrote {report.out} (checkpoint and paretopress.json)")
+    for metric, value in report.measured.items():
+        stored = report.stored.get(metric)
+        diff = report.relative_difference(metric)
+        known = f"store {stored:.6g}, relative difference {diff:.2e}" if stored is not None else "not in the store"
+        print(f"held-out {metric}: export {value:.6g} ({known})")
+    return 0
+
+
+def _table(header: tuple[str, ...], rows: list[tuple]) -> None:
+    cells = [tuple(str(c) for c in header), *[tuple(str(c) for c in row) for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    for row in cells:
+        print("  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)).rstrip())

@@ -1,0 +1,82 @@
+"""``paretopress run``: everything between a validated job file and a finished study."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from paretopress.job import JobSpec
+from paretopress.search.controller import Controller, Progress, build_space, build_strategy
+from paretopress.search.executor import Executor, LocalExecutor, RayExecutor, connect_ray
+from paretopress.search.models import load_model
+from paretopress.search.samples import prepare_pools
+from paretopress.search.store import Store, check_writable
+from paretopress.search.worker import SampleSet
+from paretopress.spaces.base import Space
+from paretopress.spaces.genome import Genome
+
+
+@dataclass
+class Outcome:
+    study_id: int
+    name: str
+    resumed: bool
+    best: Genome
+    metrics: dict[str, dict[str, float]]
+    evaluated: int
+    reused: int
+
+
+def run_job(
+    job: JobSpec,
+    db_path: str | Path,
+    *,
+    address: str | None = None,
+    executor: str = "ray",
+    on_progress: Callable[[Progress], None] = lambda _: None,
+    wrap_executor: Callable[[Executor], Executor] = lambda e: e,
+) -> Outcome:
+    """Validate everything the user gave before the store is touched, then search, then report on held-out data.
+
+    ``wrap_executor`` lets tests interpose on the real executor (e.g. to interrupt a run part-way).
+    """
+    check_writable(Path(db_path))
+    model = load_model(job.model)
+    space = build_space(job, model)
+    pools = prepare_pools(job, model)
+    del model
+    store = Store(db_path)
+    try:
+        study_id, resumed = store.open_study(job.name, job.study_spec(), job.seed, space.describe())
+        try:
+            best, metrics, controller = _search(job, store, study_id, space, pools, address, executor,
+                                                on_progress, wrap_executor)
+        except BaseException as error:
+            store.set_status(study_id, "interrupted" if isinstance(error, KeyboardInterrupt) else "failed")
+            raise
+        store.set_status(study_id, "completed")
+        return Outcome(study_id, job.name, resumed, best, metrics, controller.evaluated, controller.reused)
+    finally:
+        store.close()
+
+
+def _search(job, store, study_id, space: Space, pools: dict[str, SampleSet], address, executor, on_progress,
+            wrap_executor) -> tuple[Genome, dict[str, dict[str, float]], Controller]:
+    worker_args = dict(model=job.model, space=space, pools=pools, batch_size=job.run.batch_size)
+    if executor == "ray":
+        connect_ray(address)
+        pool = RayExecutor(job.run.workers, job.run.threads_per_worker, **worker_args)
+    else:
+        pool = LocalExecutor(threads=job.run.threads_per_worker, **worker_args)
+    try:
+        controller = Controller(store, study_id, wrap_executor(pool), job.evaluation.seq_len)
+        strategy = build_strategy(job, space)
+        initial = strategy.best
+        controller.drive(strategy, on_progress, job.strategy.generations)
+        metrics = controller.report(
+            {"dense": space.dense(), "initial": initial, "evopress": strategy.best}, job.evaluation.heldout_samples
+        )
+    finally:
+        pool.close()
+    return strategy.best, metrics, controller

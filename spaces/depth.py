@@ -1,0 +1,141 @@
+"""The depth space: drop whole decoder blocks, or attention and MLP sub-layers separately."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Literal
+
+import torch
+from torch import nn
+
+from paretopress.errors import UserError
+from paretopress.params import count_parameters
+from paretopress.spaces.anatomy import Anatomy, read_anatomy
+from paretopress.spaces.base import Space
+from paretopress.spaces.genome import Genome
+
+Granularity = Literal["block", "sublayer"]
+
+
+class DroppedAttention(nn.Module):
+    """Stands in for a removed attention sub-layer: contributes nothing to the residual stream."""
+
+    def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> tuple[torch.Tensor, None]:
+        return torch.zeros_like(hidden_states), None
+
+
+class DroppedMLP(nn.Module):
+    """Stands in for a removed MLP sub-layer: contributes nothing to the residual stream."""
+
+    def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        return torch.zeros_like(hidden_states)
+
+
+class DepthSpace(Space):
+    """Units are blocks (level 1 = dropped) or, with ``granularity="sublayer"``, every attention and MLP.
+
+    The budget is the exact number of dropped units; all units form one switch group. In sublayer mode the
+    parameter count therefore varies between genomes of one budget, and is reported exactly by ``cost``.
+    """
+
+    kind = "depth"
+
+    def __init__(self, model: nn.Module, granularity: Granularity, drop: int) -> None:
+        self.anatomy: Anatomy = read_anatomy(model)
+        self.granularity = granularity
+        layers = self.anatomy.layers(model)
+        if granularity == "block":
+            self.units = tuple(self.anatomy.layer_name(i) for i in range(len(layers)))
+            sizes = [count_parameters(layer) for layer in layers]
+        else:
+            self.units, sizes = (), []
+            for i, layer in enumerate(layers):
+                for part, norms in ((self.anatomy.attention, self.anatomy.attention_norms),
+                                    (self.anatomy.mlp, self.anatomy.mlp_norms)):
+                    self.units += (f"{self.anatomy.layer_name(i)}.{part}",)
+                    sizes.append(sum(count_parameters(getattr(layer, n)) for n in (part, *norms)))
+        if not 1 <= drop < len(self.units):
+            raise UserError(
+                f"depth budget drop={drop} is impossible: the model has {len(self.units)} {granularity} units, "
+                f"so drop must be between 1 and {len(self.units) - 1}"
+            )
+        self.drop = drop
+        self.unit_params = tuple(sizes)
+        self.total_params = count_parameters(model)
+        self.num_levels = (2,) * len(self.units)
+        self.switch_groups = (tuple(range(len(self.units))),)
+        self.group_targets = (drop,)
+
+    def cost(self, genome: Genome) -> dict[str, float]:
+        dropped = sum(size for size, level in zip(self.unit_params, genome.levels, strict=True) if level)
+        return {"params": self.total_params - dropped, "dropped": sum(genome.levels)}
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "granularity": self.granularity, "drop": self.drop, "units": list(self.units)}
+
+    def kept_blocks(self, genome: Genome) -> list[int]:
+        """Indices of the blocks that keep at least one sub-layer."""
+        per_block = 1 if self.granularity == "block" else 2
+        levels = genome.levels
+        return [b for b in range(self.anatomy.num_layers) if not all(levels[b * per_block:(b + 1) * per_block])]
+
+    @contextmanager
+    def applied(self, model: nn.Module, genome: Genome) -> Iterator[nn.Module]:
+        """Skip dropped blocks by handing the model a shorter layer list; stub dropped sub-layers and their norms."""
+        original = self.anatomy.layers(model)
+        swapped: list[tuple[nn.Module, str, nn.Module]] = []
+        if self.granularity == "sublayer":
+            for unit, level in zip(self.units, genome.levels, strict=True):
+                if level:
+                    layer_path, _, part = unit.rpartition(".")
+                    layer = model.get_submodule(layer_path)
+                    swapped += self._stub(layer, part)
+        self.anatomy.replace_layers(model, nn.ModuleList([original[b] for b in self.kept_blocks(genome)]))
+        try:
+            yield model
+        finally:
+            self.anatomy.replace_layers(model, original)
+            for layer, name, module in reversed(swapped):
+                setattr(layer, name, module)
+
+    def materialise(self, model: nn.Module, genome: Genome) -> nn.Module:
+        """Remove dropped blocks physically; zero every weight of a dropped sub-layer inside a kept block.
+
+        A sub-layer whose weights (and biases) are all zero adds exactly zero to the residual stream, so plain
+        ``transformers`` loads the result and computes what the search measured.
+        """
+        layers = self.anatomy.layers(model)
+        if self.granularity == "sublayer":
+            with torch.no_grad():
+                for unit, level in zip(self.units, genome.levels, strict=True):
+                    if level:
+                        for parameter in model.get_submodule(unit).parameters():
+                            parameter.zero_()
+        kept = self.kept_blocks(genome)
+        self.anatomy.replace_layers(model, nn.ModuleList([layers[b] for b in kept]))
+        for new_index, layer in enumerate(self.anatomy.layers(model)):
+            for module in layer.modules():
+                if hasattr(module, "layer_idx"):
+                    module.layer_idx = new_index
+        _keep_config_layers(model.config, kept, self.anatomy.num_layers)
+        return model
+
+    def _stub(self, layer: nn.Module, part: str) -> list[tuple[nn.Module, str, nn.Module]]:
+        """Replace one sub-layer (and the norms that only serve it); return what to put back."""
+        is_attention = part == self.anatomy.attention
+        norms = self.anatomy.attention_norms if is_attention else self.anatomy.mlp_norms
+        swapped = [(layer, part, getattr(layer, part))]
+        setattr(layer, part, DroppedAttention() if is_attention else DroppedMLP())
+        for norm in norms:
+            swapped.append((layer, norm, getattr(layer, norm)))
+            setattr(layer, norm, nn.Identity())
+        return swapped
+
+
+def _keep_config_layers(config, kept: list[int], num_layers: int) -> None:
+    """Shrink the config to the kept blocks, including per-layer lists such as ``layer_types``."""
+    for name, value in list(vars(config).items()):
+        if isinstance(value, list) and len(value) == num_layers:
+            setattr(config, name, [value[i] for i in kept])
+    config.num_hidden_layers = len(kept)

@@ -1,0 +1,71 @@
+"""KL against the compact teacher cache, perplexity, and the shared forward pass."""
+
+import math
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from paretopress.evaluators.metrics import score
+from paretopress.evaluators.teacher import compute_teacher, kl_per_token
+from paretopress.spaces.depth import DepthSpace
+from paretopress.spaces.genome import Genome
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model):
+    return AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
+
+
+@pytest.fixture(scope="module")
+def tokens(model):
+    return torch.randint(0, model.config.vocab_size, (6, 24), generator=torch.Generator().manual_seed(0))
+
+
+def exact_kl(teacher_logprobs, student_logprobs):
+    return (teacher_logprobs.exp() * (teacher_logprobs - student_logprobs)).sum(-1)
+
+
+def test_dense_model_has_zero_kl_and_exact_perplexity(model, tokens):
+    teacher = compute_teacher(model, tokens, top_k=8, batch_size=4)
+    values = score(model, tokens, teacher, ("kl", "ppl", "params"), batch_size=4)
+    assert abs(values["kl"]) < 1e-6
+    with torch.inference_mode():
+        loss = model(input_ids=tokens, labels=tokens, use_cache=False).loss
+    assert math.isclose(values["ppl"], math.exp(loss.item()), rel_tol=1e-5)
+    assert values["params"] == sum(p.numel() for p in model.parameters())
+
+
+def test_batching_does_not_change_values(model, tokens):
+    teacher = compute_teacher(model, tokens, top_k=8, batch_size=6)
+    space = DepthSpace(model, "block", drop=2)
+    with space.applied(model, Genome((1, 0, 0, 1, 0, 0))):
+        one = score(model, tokens, teacher, ("kl", "ppl"), batch_size=6)
+        many = score(model, tokens, teacher, ("kl", "ppl"), batch_size=1)
+    assert one["kl"] > 0
+    assert math.isclose(one["kl"], many["kl"], rel_tol=1e-4)
+    assert math.isclose(one["ppl"], many["ppl"], rel_tol=1e-5)
+
+
+def test_topk_kl_is_a_lower_bound_that_tightens_with_k(model, tokens):
+    with torch.inference_mode():
+        dense = torch.log_softmax(model(input_ids=tokens, use_cache=False).logits, -1)
+        space = DepthSpace(model, "block", drop=3)
+        with space.applied(model, Genome((0, 1, 1, 0, 1, 0))):
+            student = torch.log_softmax(model(input_ids=tokens, use_cache=False).logits, -1)
+    exact = exact_kl(dense, student)
+    previous = torch.zeros_like(exact)
+    for top_k in (1, 16, 64, 256):
+        approx = kl_per_token(compute_teacher(model, tokens, top_k=top_k, batch_size=6), student)
+        assert torch.all(approx <= exact + 1e-6)
+        assert approx.mean() >= previous.mean() - 1e-7
+        previous = approx
+    assert previous.mean() > 0.5 * exact.mean()
+
+
+def test_full_vocabulary_topk_is_exact(model, tokens):
+    with torch.inference_mode():
+        dense = torch.log_softmax(model(input_ids=tokens, use_cache=False).logits, -1)
+    student = torch.log_softmax(torch.randn_like(dense), -1)
+    teacher = compute_teacher(model, tokens, top_k=model.config.vocab_size, batch_size=6)
+    assert torch.allclose(kl_per_token(teacher, student), exact_kl(dense, student), atol=1e-4)
