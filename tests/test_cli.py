@@ -1,0 +1,124 @@
+"""The command line on bad input: one line on stderr, exit code 2, the store byte-for-byte unchanged."""
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from paretopress.cli import main
+
+
+def job_yaml(tiny_model, text_files, **changes) -> dict:
+    job = {
+        "name": "tiny",
+        "model": str(tiny_model),
+        "data": {"path": "text", "data_files": [str(p) for p in text_files], "sample_by": "document"},
+        "seed": 0,
+        "space": {"kind": "depth", "drop": 2},
+        "strategy": {"generations": 2, "offspring": 4, "stages": [{"survivors": 2, "tokens": 64},
+                                                                  {"survivors": 1, "tokens": 128}]},
+        "evaluation": {"seq_len": 32, "calibration_samples": 8, "heldout_samples": 4, "top_k": 16},
+        "run": {"workers": 2, "batch_size": 4},
+    }
+    for dotted, value in changes.items():
+        *parents, last = dotted.split(".")
+        node = job
+        for key in parents:
+            node = node[key]
+        if value is DELETE:
+            del node[last]
+        else:
+            node[last] = value
+    return job
+
+
+DELETE = object()
+
+
+def write(path: Path, job: dict) -> Path:
+    path.write_text(yaml.safe_dump(job))
+    return path
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else "absent"
+
+
+BAD_JOBS = {
+    "unknown top-level key": ({"spaec": 1}, "spaec: unknown key"),
+    "unknown nested key": ({"space.dorp": 2}, "space.dorp: unknown key"),
+    "budget larger than the units": ({"space.drop": 9}, "drop=9 is impossible"),
+    "negative budget": ({"space.drop": -1}, "space.drop"),
+    "wrong type": ({"strategy.generations": "many"}, "strategy.generations"),
+    "unknown model alias": ({"model": "no-such-model"}, "unknown model 'no-such-model'"),
+    "unknown space": ({"space.kind": "width"}, "space.kind"),
+    "unknown strategy": ({"strategy.kind": "annealing"}, "strategy.kind"),
+    "survivors grow": ({"strategy.stages": [{"survivors": 1, "tokens": 64}, {"survivors": 2, "tokens": 64}]},
+                       "must not grow"),
+    "stage larger than the pool": ({"strategy.stages": [{"survivors": 1, "tokens": 10_000}]}, "needs 313 samples"),
+    "missing data file": ({"data.data_files": ["/nonexistent/file.txt"]}, "nonexistent"),
+    "unknown data alias": ({"data": "no-such-data"}, "no-such-data"),
+    "missing model": ({"model": DELETE}, "model"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_JOBS), ids=list(BAD_JOBS))
+def test_bad_job_files(case, tiny_model, text_files, tmp_path, capsys):
+    changes, message = BAD_JOBS[case]
+    db = tmp_path / "existing.db"
+    assert main(["run", str(write(tmp_path / "good.yaml", job_yaml(tiny_model, text_files))), "--db", str(db),
+                 "--executor", "local"]) == 0
+    before = digest(db)
+    capsys.readouterr()
+    job = write(tmp_path / "bad.yaml", job_yaml(tiny_model, text_files, **changes))
+    assert main(["run", str(job), "--db", str(db), "--executor", "local"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("paretopress: error:") and message in err and "\n" not in err
+    assert digest(db) == before
+
+
+def test_changed_spec_under_the_same_name_is_refused(tiny_model, text_files, tmp_path, capsys):
+    db = tmp_path / "s.db"
+    assert main(["run", str(write(tmp_path / "a.yaml", job_yaml(tiny_model, text_files))), "--db", str(db),
+                 "--executor", "local"]) == 0
+    before = digest(db)
+    changed = write(tmp_path / "a.yaml", job_yaml(tiny_model, text_files, **{"space.drop": 3}))
+    assert main(["run", str(changed), "--db", str(db), "--executor", "local"]) == 2
+    assert "space.drop: 2 -> 3" in capsys.readouterr().err
+    assert digest(db) == before
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["run", "missing.yaml"], "does not exist"),
+        (["front", "nope"], "no store"),
+        (["frobnicate"], "invalid choice"),
+        (["export", "s"], "required"),
+    ],
+)
+def test_bad_arguments(argv, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+
+
+def test_malformed_yaml_and_unwritable_store(tmp_path, tiny_model, text_files, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("space: [unclosed\n")
+    assert main(["run", str(bad)]) == 2
+    assert "not valid YAML" in capsys.readouterr().err
+    good = write(tmp_path / "good.yaml", job_yaml(tiny_model, text_files))
+    assert main(["run", str(good), "--db", str(tmp_path / "no" / "dir" / "s.db")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_console_script_exit_code(tmp_path):
+    """The installed entry point, as a user runs it."""
+    result = subprocess.run([sys.executable, "-m", "paretopress.cli", "run", str(tmp_path / "x.yaml")],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
