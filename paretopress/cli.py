@@ -51,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
         from paretopress import commands  # heavy imports (torch, ray) only once the arguments are valid
+        from paretopress.search.models import quiet_transformers
+
+        quiet_transformers()
 
         return getattr(commands, args.command)(args)
     except UserError as error:

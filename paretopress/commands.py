@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from typing import TextIO
 
 from paretopress.job import load_job
 from paretopress.search.controller import Progress
@@ -17,9 +18,9 @@ from paretopress.search.store import Store
 class ProgressLine:
     """One status line per batch: rewritten in place on a terminal, printed per generation otherwise."""
 
-    def __init__(self, stream=sys.stderr) -> None:
-        self.stream = stream
-        self.tty = stream.isatty()
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr  # looked up now: sys.stderr may be replaced after import (tests do)
+        self.tty = self.stream.isatty()
         self.last_generation = -1
 
     def __call__(self, p: Progress) -> None:

@@ -16,6 +16,7 @@ from paretopress.errors import UserError
 from paretopress.evaluators.metrics import score
 from paretopress.job import JobSpec
 from paretopress.search.controller import REPORT_EVALUATORS, build_space
+from paretopress.search.data import load_documents
 from paretopress.search.front import best_candidate
 from paretopress.search.models import load_model, load_tokenizer
 from paretopress.search.samples import prepare_pools
@@ -54,8 +55,9 @@ def export_candidate(db_path: str | Path, study_ref: str, candidate_ref: str, ou
     if threads:
         torch.set_num_threads(threads)
     job = JobSpec.model_validate({**study.spec, "name": study.name})
+    documents = load_documents(job.data, heldout_fraction=job.evaluation.heldout_fraction)
     model = load_model(job.model)
-    pools = prepare_pools(job, model)
+    pools = prepare_pools(job, model, documents)
     space = build_space(job, model)
     genome = Genome.from_json(candidate.genome)
     space.materialise(model, genome).save_pretrained(out)

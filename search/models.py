@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+import transformers
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -84,6 +85,12 @@ def load_config(spec: str):
             f"unknown model {spec!r}: not a built-in alias ({', '.join(ALIASES)}), not a local checkpoint "
             f"directory, and not loadable as a Hugging Face model id ({reason})"
         ) from error
+
+
+def quiet_transformers() -> None:
+    """Keep per-load progress bars and warnings off stderr, where our progress line and one-line errors go."""
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
 
 
 def load_model(spec: str) -> PreTrainedModel:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from paretopress.job import JobSpec
 from paretopress.search.controller import Controller, Progress, build_space, build_strategy
+from paretopress.search.data import load_documents
 from paretopress.search.executor import Executor, LocalExecutor, RayExecutor, connect_ray
 from paretopress.search.models import load_model
 from paretopress.search.samples import prepare_pools
@@ -42,9 +43,10 @@ def run_job(
     ``wrap_executor`` lets tests interpose on the real executor (e.g. to interrupt a run part-way).
     """
     check_writable(Path(db_path))
+    documents = load_documents(job.data, heldout_fraction=job.evaluation.heldout_fraction)  # fast errors first
     model = load_model(job.model)
     space = build_space(job, model)
-    pools = prepare_pools(job, model)
+    pools = prepare_pools(job, model, documents)
     del model
     store = Store(db_path)
     try:

@@ -14,7 +14,7 @@ from torch import nn
 from paretopress.evaluators.teacher import TeacherOutputs, compute_teacher
 from paretopress.job import JobSpec
 from paretopress.search.cache import cache_dir
-from paretopress.search.data import load_documents, pack_samples
+from paretopress.search.data import Documents, pack_samples
 from paretopress.search.models import load_tokenizer, model_fingerprint
 from paretopress.search.strategy import CALIBRATION, HELDOUT
 from paretopress.search.worker import SampleSet
@@ -22,10 +22,9 @@ from paretopress.search.worker import SampleSet
 log = logging.getLogger(__name__)
 
 
-def prepare_pools(job: JobSpec, model: nn.Module) -> dict[str, SampleSet]:
+def prepare_pools(job: JobSpec, model: nn.Module, documents: Documents) -> dict[str, SampleSet]:
     """Calibration and held-out samples with teacher outputs; computed once per (model, data, evaluation spec)."""
     spec = job.evaluation
-    documents = load_documents(job.data, heldout_fraction=spec.heldout_fraction)
     identity = {"model": model_fingerprint(job.model), "data": documents.fingerprint, **spec.model_dump()}
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
     path = cache_dir("samples") / f"{key}.safetensors"

@@ -11,7 +11,7 @@ import torch
 
 from paretopress.evaluators.metrics import score
 from paretopress.evaluators.teacher import TeacherOutputs
-from paretopress.search.models import load_model
+from paretopress.search.models import load_model, quiet_transformers
 from paretopress.search.strategy import Trial
 from paretopress.spaces.base import Space
 
@@ -36,6 +36,7 @@ class Worker:
         self, model: str, space: Space, pools: dict[str, SampleSet], batch_size: int, threads: int
     ) -> None:
         torch.set_num_threads(threads)
+        quiet_transformers()
         self.model = load_model(model)
         self.space = space
         self.pools = pools

@@ -1,0 +1,117 @@
+"""Candidate-evaluation throughput against a plain dense forward pass, and the error of the top-k KL, on SmolLM2.
+
+Everything is measured in one run on one machine, so the ratios compare like with like:
+
+- ``plain dense forward``: ``model(input_ids).logits`` over the tokens, nothing else; the floor any evaluator pays.
+- ``evaluate dense genome``: the worker's full path (genome applied, forward, log-softmax, KL to the cached teacher,
+  perplexity, parameter count) with nothing dropped; its ratio to the floor is our overhead.
+- ``evaluate drop-N genome``: the same path for a genome that drops N blocks, as searched candidates do.
+
+The top-k KL (``kl_per_token``) is a lower bound of the exact KL; the script reports both on held-out samples for a
+few random genomes.
+
+    .venv/bin/python benchmarks/throughput.py [--threads 2] [--samples 16] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from paretopress.evaluators.forward import batched_logprobs
+from paretopress.evaluators.teacher import compute_teacher
+from paretopress.search.data import WIKI_SAMPLE, load_documents, pack_samples
+from paretopress.search.models import load_model, load_tokenizer, quiet_transformers
+from paretopress.search.strategy import HELDOUT, Trial
+from paretopress.search.worker import SampleSet, Worker
+from paretopress.spaces.depth import DepthSpace
+from paretopress.spaces.genome import Genome
+
+MODEL = "smollm2-135m"
+
+
+def best_seconds(fn, repeats: int) -> float:
+    """Median wall time of ``repeats`` calls after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def plain_forward(model, tokens: torch.Tensor, batch_size: int) -> None:
+    with torch.inference_mode():
+        for start in range(0, tokens.shape[0], batch_size):
+            model(input_ids=tokens[start:start + batch_size], use_cache=False)
+
+
+def exact_kl(model, space: DepthSpace, genome: Genome, tokens, dense_logprobs, batch_size) -> float:
+    with space.applied(model, genome) as candidate:
+        total, count = 0.0, 0
+        for rows, logprobs in batched_logprobs(candidate, tokens, batch_size):
+            teacher = dense_logprobs[rows]
+            total += float((teacher.exp() * (teacher - logprobs)).sum(-1).double().sum())
+            count += logprobs.shape[0] * logprobs.shape[1]
+    return total / count
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--samples", type=int, default=16, help="held-out samples of --seq-len tokens")
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--top-k", type=int, default=128)
+    parser.add_argument("--drop", type=int, default=6)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    quiet_transformers()
+    torch.set_num_threads(args.threads)
+
+    documents = load_documents(WIKI_SAMPLE)
+    tokens = pack_samples(documents.heldout, load_tokenizer(MODEL), args.seq_len, args.samples)
+    model = load_model(MODEL)
+    teacher = compute_teacher(model, tokens, args.top_k, args.batch_size)
+    space = DepthSpace(model, "block", args.drop)
+    pools = {HELDOUT: SampleSet(tokens, teacher)}
+    worker = Worker(MODEL, space, pools, args.batch_size, args.threads)
+    rng = np.random.default_rng(0)
+    dropped = space.random_genome(rng)
+
+    def trial(genome: Genome) -> Trial:
+        return Trial(genome, HELDOUT, tuple(range(args.samples)), ("kl", "ppl", "params"), origin="benchmark")
+
+    n_tokens = tokens.numel()
+    rows = [("plain dense forward", best_seconds(lambda: plain_forward(model, tokens, args.batch_size), args.repeats))]
+    rows.append(("evaluate dense genome", best_seconds(lambda: worker.evaluate(trial(space.dense())), args.repeats)))
+    rows.append((f"evaluate drop-{args.drop} genome", best_seconds(lambda: worker.evaluate(trial(dropped)),
+                                                                   args.repeats)))
+    base = rows[0][1]
+    print(f"SmolLM2-135M, {args.samples} x {args.seq_len} tokens, batch {args.batch_size}, {args.threads} threads, "
+          f"median of {args.repeats}")
+    print("| path | tokens/s | throughput vs plain dense forward |")
+    print("|---|---|---|")
+    for name, seconds in rows:
+        print(f"| {name} | {n_tokens / seconds:.0f} | {base / seconds:.2f}x |")
+
+    with torch.inference_mode():
+        dense_logprobs = torch.cat([lp for _, lp in batched_logprobs(model, tokens, args.batch_size)])
+    print(f"\ntop-{args.top_k} KL against the exact full-vocabulary KL (held-out, random drop-{args.drop} genomes)")
+    print("| genome | exact KL | top-k KL | relative gap |")
+    print("|---|---|---|---|")
+    for _ in range(4):
+        genome = space.random_genome(rng)
+        exact = exact_kl(model, space, genome, tokens, dense_logprobs, args.batch_size)
+        approx = worker.evaluate(trial(genome)).values["kl"]
+        dropped_blocks = ",".join(str(i) for i, level in enumerate(genome.levels) if level)
+        print(f"| drop {dropped_blocks} | {exact:.5f} | {approx:.5f} | {(exact - approx) / exact:.2e} |")
+
+
+if __name__ == "__main__":
+    main()
