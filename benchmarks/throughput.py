@@ -10,7 +10,7 @@ Everything is measured in one run on one machine, so the ratios compare like wit
 The top-k KL (``kl_per_token``) is a lower bound of the exact KL; the script reports both on held-out samples for a
 few random genomes.
 
-    .venv/bin/python benchmarks/throughput.py [--threads 2] [--samples 16] [--repeats 3]
+    .venv/bin/python benchmarks/throughput.py [--threads 2] [--samples 16] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
-from paretopress.evaluators.forward import batched_logprobs
+from paretopress.evaluators.forward import batched_logits
 from paretopress.evaluators.teacher import compute_teacher
 from paretopress.search.data import WIKI_SAMPLE, load_documents, pack_samples
 from paretopress.search.models import load_model, load_tokenizer, quiet_transformers
@@ -34,15 +35,16 @@ from paretopress.spaces.genome import Genome
 MODEL = "smollm2-135m"
 
 
-def best_seconds(fn, repeats: int) -> float:
-    """Median wall time of ``repeats`` calls after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def median_seconds(paths: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median wall time of each path; the paths take turns within every round, so machine noise hits them alike."""
+    times: dict[str, list[float]] = {name: [] for name in paths}
+    for round_ in range(repeats + 1):
+        for name, fn in paths.items():
+            start = time.perf_counter()
+            fn()
+            if round_:  # round 0 warms up
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def plain_forward(model, tokens: torch.Tensor, batch_size: int) -> None:
@@ -54,8 +56,8 @@ def plain_forward(model, tokens: torch.Tensor, batch_size: int) -> None:
 def exact_kl(model, space: DepthSpace, genome: Genome, tokens, dense_logprobs, batch_size) -> float:
     with space.applied(model, genome) as candidate:
         total, count = 0.0, 0
-        for rows, logprobs in batched_logprobs(candidate, tokens, batch_size):
-            teacher = dense_logprobs[rows]
+        for rows, logits in batched_logits(candidate, tokens, batch_size):
+            logprobs, teacher = torch.log_softmax(logits, -1), dense_logprobs[rows]
             total += float((teacher.exp() * (teacher - logprobs)).sum(-1).double().sum())
             count += logprobs.shape[0] * logprobs.shape[1]
     return total / count
@@ -69,7 +71,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--top-k", type=int, default=128)
     parser.add_argument("--drop", type=int, default=6)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     quiet_transformers()
     torch.set_num_threads(args.threads)
@@ -88,20 +90,22 @@ def main() -> None:
         return Trial(genome, HELDOUT, tuple(range(args.samples)), ("kl", "ppl", "params"), origin="benchmark")
 
     n_tokens = tokens.numel()
-    rows = [("plain dense forward", best_seconds(lambda: plain_forward(model, tokens, args.batch_size), args.repeats))]
-    rows.append(("evaluate dense genome", best_seconds(lambda: worker.evaluate(trial(space.dense())), args.repeats)))
-    rows.append((f"evaluate drop-{args.drop} genome", best_seconds(lambda: worker.evaluate(trial(dropped)),
-                                                                   args.repeats)))
-    base = rows[0][1]
+    seconds = median_seconds({
+        "plain dense forward": lambda: plain_forward(model, tokens, args.batch_size),
+        "evaluate dense genome": lambda: worker.evaluate(trial(space.dense())),
+        f"evaluate drop-{args.drop} genome": lambda: worker.evaluate(trial(dropped)),
+    }, args.repeats)
+    base = seconds["plain dense forward"]
     print(f"SmolLM2-135M, {args.samples} x {args.seq_len} tokens, batch {args.batch_size}, {args.threads} threads, "
           f"median of {args.repeats}")
     print("| path | tokens/s | throughput vs plain dense forward |")
     print("|---|---|---|")
-    for name, seconds in rows:
-        print(f"| {name} | {n_tokens / seconds:.0f} | {base / seconds:.2f}x |")
+    for name, value in seconds.items():
+        print(f"| {name} | {n_tokens / value:.0f} | {base / value:.2f}x |")
 
     with torch.inference_mode():
-        dense_logprobs = torch.cat([lp for _, lp in batched_logprobs(model, tokens, args.batch_size)])
+        batches = batched_logits(model, tokens, args.batch_size)
+        dense_logprobs = torch.cat([torch.log_softmax(logits, -1) for _, logits in batches])
     print(f"\ntop-{args.top_k} KL against the exact full-vocabulary KL (held-out, random drop-{args.drop} genomes)")
     print("| genome | exact KL | top-k KL | relative gap |")
     print("|---|---|---|---|")

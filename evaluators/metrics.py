@@ -8,7 +8,7 @@ from abc import ABC, abstractmethod
 import torch
 from torch import nn
 
-from paretopress.evaluators.forward import batched_logprobs
+from paretopress.evaluators.forward import TokenOutputs, batched_logits, compact
 from paretopress.evaluators.teacher import TeacherOutputs, kl_per_token
 from paretopress.params import count_parameters
 
@@ -19,7 +19,7 @@ class TokenMetric(ABC):
     name: str
 
     @abstractmethod
-    def batch_total(self, logprobs: torch.Tensor, tokens: torch.Tensor, teacher: TeacherOutputs) -> tuple[float, int]:
+    def batch_total(self, student: TokenOutputs, teacher: TeacherOutputs) -> tuple[float, int]:
         """Sum of the per-token values of one batch, and how many tokens it covered."""
 
     def finish(self, mean: float) -> float:
@@ -31,8 +31,8 @@ class KL(TokenMetric):
 
     name = "kl"
 
-    def batch_total(self, logprobs, tokens, teacher):
-        kl = kl_per_token(teacher, logprobs)
+    def batch_total(self, student, teacher):
+        kl = kl_per_token(teacher, student)
         return float(kl.double().sum()), kl.numel()
 
 
@@ -41,8 +41,8 @@ class Perplexity(TokenMetric):
 
     name = "ppl"
 
-    def batch_total(self, logprobs, tokens, teacher):
-        nll = -logprobs[:, :-1].gather(-1, tokens[:, 1:, None]).squeeze(-1)
+    def batch_total(self, student, teacher):
+        nll = -student.next_logprobs
         return float(nll.double().sum()), nll.numel()
 
     def finish(self, mean: float) -> float:
@@ -64,9 +64,11 @@ def score(
     metrics = [TOKEN_METRICS[n]() for n in names if n in TOKEN_METRICS]
     totals = {m.name: [0.0, 0] for m in metrics}
     if metrics:
-        for rows, logprobs in batched_logprobs(model, tokens, batch_size):
+        for rows, logits in batched_logits(model, tokens, batch_size):
+            batch_teacher = teacher.rows(rows)
+            student = compact(logits, tokens[rows], batch_teacher.top_ids.long())
             for metric in metrics:
-                total, count = metric.batch_total(logprobs, tokens[rows], teacher.rows(rows))
+                total, count = metric.batch_total(student, batch_teacher)
                 totals[metric.name][0] += total
                 totals[metric.name][1] += count
     values = {m.name: m.finish(totals[m.name][0] / totals[m.name][1]) for m in metrics}

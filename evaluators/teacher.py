@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from paretopress.evaluators.forward import batched_logprobs
+from paretopress.evaluators.forward import TokenOutputs, batched_logits, compact
 
 
 @dataclass(frozen=True)
@@ -30,25 +30,21 @@ class TeacherOutputs:
         return {"top_logprobs": self.top_logprobs, "top_ids": self.top_ids, "rest_logprob": self.rest_logprob}
 
 
-def log_rest(logprobs: torch.Tensor, top_ids: torch.Tensor) -> torch.Tensor:
-    """log of the probability mass outside ``top_ids``, computed without cancellation."""
-    return logprobs.scatter(-1, top_ids, float("-inf")).logsumexp(-1)
-
-
 def compute_teacher(model: nn.Module, tokens: torch.Tensor, top_k: int, batch_size: int) -> TeacherOutputs:
     parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-    for _, logprobs in batched_logprobs(model, tokens, batch_size):
-        top, ids = logprobs.topk(top_k, dim=-1)
-        parts.append((top, ids.to(torch.int32), log_rest(logprobs, ids)))
+    for rows, logits in batched_logits(model, tokens, batch_size):
+        ids = logits.topk(top_k, dim=-1).indices
+        outputs = compact(logits, tokens[rows], ids)
+        parts.append((outputs.top_logprobs, ids.to(torch.int32), outputs.rest_logprob))
     top, ids, rest = (torch.cat(column) for column in zip(*parts, strict=True))
     return TeacherOutputs(top, ids, rest)
 
 
-def kl_per_token(teacher: TeacherOutputs, student_logprobs: torch.Tensor) -> torch.Tensor:
-    """KL(teacher || student) per token [samples, seq] over the top-k tokens plus the remaining mass."""
-    ids = teacher.top_ids.long()
-    student_top = student_logprobs.gather(-1, ids)
-    top_term = (teacher.top_logprobs.exp() * (teacher.top_logprobs - student_top)).sum(-1)
-    student_rest = log_rest(student_logprobs, ids)
-    rest_term = teacher.rest_logprob.exp() * (teacher.rest_logprob - student_rest)
+def kl_per_token(teacher: TeacherOutputs, student: TokenOutputs) -> torch.Tensor:
+    """KL(teacher || student) per token [samples, seq] over the top-k tokens plus the remaining mass.
+
+    ``student`` must be summarised at the teacher's ids (``compact(logits, tokens, teacher.top_ids.long())``).
+    """
+    top_term = (teacher.top_logprobs.exp() * (teacher.top_logprobs - student.top_logprobs)).sum(-1)
+    rest_term = teacher.rest_logprob.exp() * (teacher.rest_logprob - student.rest_logprob)
     return top_term + torch.nan_to_num(rest_term, nan=0.0)

@@ -6,6 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from paretopress.evaluators.forward import compact
 from paretopress.evaluators.metrics import score
 from paretopress.evaluators.teacher import compute_teacher, kl_per_token
 from paretopress.spaces.depth import DepthSpace
@@ -20,6 +21,10 @@ def model(tiny_model):
 @pytest.fixture(scope="module")
 def tokens(model):
     return torch.randint(0, model.config.vocab_size, (6, 24), generator=torch.Generator().manual_seed(0))
+
+
+def at_teacher_ids(student_logprobs, tokens, teacher):
+    return compact(student_logprobs.clone(), tokens, teacher.top_ids.long())
 
 
 def exact_kl(teacher_logprobs, student_logprobs):
@@ -56,7 +61,8 @@ def test_topk_kl_is_a_lower_bound_that_tightens_with_k(model, tokens):
     exact = exact_kl(dense, student)
     previous = torch.zeros_like(exact)
     for top_k in (1, 16, 64, 256):
-        approx = kl_per_token(compute_teacher(model, tokens, top_k=top_k, batch_size=6), student)
+        teacher = compute_teacher(model, tokens, top_k=top_k, batch_size=6)
+        approx = kl_per_token(teacher, at_teacher_ids(student, tokens, teacher))
         assert torch.all(approx <= exact + 1e-6)
         assert approx.mean() >= previous.mean() - 1e-7
         previous = approx
@@ -68,4 +74,17 @@ def test_full_vocabulary_topk_is_exact(model, tokens):
         dense = torch.log_softmax(model(input_ids=tokens, use_cache=False).logits, -1)
     student = torch.log_softmax(torch.randn_like(dense), -1)
     teacher = compute_teacher(model, tokens, top_k=model.config.vocab_size, batch_size=6)
-    assert torch.allclose(kl_per_token(teacher, student), exact_kl(dense, student), atol=1e-4)
+    approx = kl_per_token(teacher, at_teacher_ids(student, tokens, teacher))
+    assert torch.allclose(approx, exact_kl(dense, student), atol=1e-4)
+
+
+def test_compact_view_matches_log_softmax(model, tokens):
+    logits = torch.randn(2, 5, 11, generator=torch.Generator().manual_seed(1))
+    ids = torch.tensor([3, 7])[None, None].expand(2, 5, 2)
+    out = compact(logits.clone(), tokens[:2, :5] % 11, ids)
+    logprobs = torch.log_softmax(logits, -1)
+    assert torch.allclose(out.top_logprobs, logprobs[..., [3, 7]], atol=1e-6)
+    rest = logprobs[..., [i for i in range(11) if i not in (3, 7)]].logsumexp(-1)
+    assert torch.allclose(out.rest_logprob, rest, atol=1e-6)
+    targets = (tokens[:2, 1:5] % 11)[..., None]
+    assert torch.allclose(out.next_logprobs, logprobs[:, :-1].gather(-1, targets).squeeze(-1), atol=1e-6)
