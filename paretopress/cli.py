@@ -1,4 +1,4 @@
-"""The ``paretopress`` command line: run, studies, front, export."""
+"""The ``paretopress`` command line: run, studies, front, plot, export."""
 
 from __future__ import annotations
 
@@ -34,6 +34,14 @@ def _parser() -> argparse.ArgumentParser:
     front = commands.add_parser("front", help="non-dominated candidates of a study (held-out KL vs parameters)")
     front.add_argument("study", help="study name or id")
     front.add_argument("--db", default=DEFAULT_DB)
+    machine = front.add_mutually_exclusive_group()
+    machine.add_argument("--csv", action="store_true", help="CSV on stdout instead of a table")
+    machine.add_argument("--json", action="store_true", help="a JSON list of rows on stdout instead of a table")
+
+    plot = commands.add_parser("plot", help="draw the fronts of one or more studies into one picture")
+    plot.add_argument("studies", nargs="+", metavar="STUDY", help="study names or ids")
+    plot.add_argument("-o", "--output", required=True, help="file to write: .png, .svg, .pdf or .html (interactive)")
+    plot.add_argument("--db", default=DEFAULT_DB)
 
     export = commands.add_parser("export", help="write a candidate as a config and a loadable checkpoint")
     export.add_argument("study", help="study name or id")
@@ -50,10 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
         args = _parser().parse_args(argv)
-        from paretopress import commands  # heavy imports (torch, ray) only once the arguments are valid
-        from paretopress.search.models import quiet_transformers
-
-        quiet_transformers()
+        from paretopress import commands  # imported once the arguments are valid: a usage error costs nothing
 
         return getattr(commands, args.command)(args)
     except UserError as error:

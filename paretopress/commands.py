@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import csv
+import json
+import math
 import sys
 import time
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
+from paretopress.api import open_store, plot_front
 from paretopress.job import load_job
-from paretopress.search.controller import Progress
-from paretopress.search.export import export_candidate
 from paretopress.search.front import study_front
-from paretopress.search.runner import run_job
+from paretopress.search.plots import renderer
 from paretopress.search.store import Store
+
+if TYPE_CHECKING:
+    from paretopress.search.controller import Progress
 
 
 class ProgressLine:
@@ -28,8 +33,9 @@ class ProgressLine:
         done = p.generation / p.generations
         eta = p.elapsed / done - p.elapsed if done > 0 and p.evaluated else float("nan")
         best = f"{p.best_fitness:.4f}" if p.best_fitness is not None else "-"
-        line = (f"generation {p.generation}/{p.generations}  best kl {best}  {rate:.2f} evals/s  "
-                f"({p.evaluated} run, {p.reused} from store)  ETA {_duration(eta)}")
+        hypervolume = f"{p.hypervolume:.4f}" if p.hypervolume is not None else "-"
+        line = (f"generation {p.generation}/{p.generations}  best kl {best}  hypervolume {hypervolume}  "
+                f"{rate:.2f} evals/s  ({p.evaluated} run, {p.reused} from store)  ETA {_duration(eta)}")
         if self.tty:
             print(f"\r{line}\033[K", end="", file=self.stream, flush=True)
         elif p.generation != self.last_generation:
@@ -49,6 +55,10 @@ def _duration(seconds: float) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from paretopress.search.models import quiet_transformers  # torch, transformers, ray: only where a model runs
+    from paretopress.search.runner import DENSE, run_job
+
+    quiet_transformers()
     job = load_job(args.job)
     start = time.perf_counter()
     progress = ProgressLine()
@@ -56,15 +66,16 @@ def run(args: argparse.Namespace) -> int:
         outcome = run_job(job, args.db, address=args.address, executor=args.executor, on_progress=progress)
     finally:
         progress.close()
-    dense, found = outcome.metrics["dense"], outcome.metrics["evopress"]
+    dense, found = outcome.metrics[DENSE], outcome.metrics[outcome.best]
     with Store(args.db, readonly=True) as store:
-        best_id = next(c.id for c in store.candidates(outcome.study_id) if c.genome_key == outcome.best.key)
+        best_key = outcome.genomes[outcome.best].key
+        best_id = next(c.id for c in store.candidates(outcome.study_id) if c.genome_key == best_key)
     verb = "resumed" if outcome.resumed else "ran"
     print(f"{verb} study {outcome.name!r} in {time.perf_counter() - start:.0f} s: {outcome.evaluated} evaluations run, "
           f"{outcome.reused} answered from the store")
     print(f"held-out perplexity: dense {dense['ppl']:.3f} ({int(dense['params']):,} params), "
           f"found {found['ppl']:.3f} ({int(found['params']):,} params, KL {found['kl']:.4f}), candidate {best_id}")
-    print(f"store: {args.db}")
+    print(f"store: {args.db}   front: paretopress front {outcome.name} --db {args.db}")
     print(f"export: paretopress export {outcome.name} --candidate {best_id} --db {args.db} --out OUT_DIR")
     return 0
 
@@ -85,6 +96,15 @@ def front(args: argparse.Namespace) -> int:
     with Store(args.db, readonly=True) as store:
         study = store.study(args.study)
         rows = study_front(store, study.id)
+    if args.csv:
+        fields = list(dict.fromkeys(key for row in rows for key in row)) or ["candidate", "origin", "generation"]
+        writer = csv.DictWriter(sys.stdout, fields, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return 0
+    if args.json:
+        print(json.dumps([{k: _json_number(v) for k, v in row.items()} for row in rows]))
+        return 0
     _table(
         ("candidate", "origin", "generation", "params", "kl", "ppl"),
         [(r["candidate"], r["origin"], "" if r["generation"] is None else r["generation"], f"{int(r['params']):,}",
@@ -93,7 +113,24 @@ def front(args: argparse.Namespace) -> int:
     return 0
 
 
+def _json_number(value):
+    """JSON has no NaN or infinity (a broken candidate's perplexity can overflow): those become null."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def plot(args: argparse.Namespace) -> int:
+    renderer(args.output)  # a wrong suffix fails before the store is read
+    with open_store(args.db) as view:
+        frames = {view.store.study(ref).name: view.candidates(ref) for ref in args.studies}
+    print(f"wrote {plot_front(frames, args.output)}")
+    return 0
+
+
 def export(args: argparse.Namespace) -> int:
+    from paretopress.search.export import export_candidate  # torch and transformers: only where a model runs
+    from paretopress.search.models import quiet_transformers
+
+    quiet_transformers()
     report = export_candidate(args.db, args.study, args.candidate, args.out, force=args.force)
     print(f"wrote {report.out} (checkpoint and paretopress.json)")
     for metric, value in report.measured.items():

@@ -5,10 +5,10 @@ from __future__ import annotations
 import itertools
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from paretopress.errors import UserError
 
@@ -18,11 +18,28 @@ class Closed(BaseModel):
 
 
 class DepthSpaceSpec(Closed):
-    """Drop ``drop`` whole blocks, or ``drop`` attention/MLP sub-layers with ``granularity: sublayer``."""
+    """Drop ``drop`` whole blocks, or ``drop`` attention/MLP sub-layers with ``granularity: sublayer``.
+
+    A list of budgets makes EvoPress sweep them in one job; for NSGA-II, ``drop`` is the most it may drop.
+    """
 
     kind: Literal["depth"] = "depth"
     granularity: Literal["block", "sublayer"] = "block"
-    drop: int = Field(ge=1)
+    drop: int | list[int]
+
+    @field_validator("drop")
+    @classmethod
+    def _budgets_positive_and_distinct(cls, drop: int | list[int]) -> int | list[int]:
+        budgets = drop if isinstance(drop, list) else [drop]
+        if any(d < 1 for d in budgets):
+            raise ValueError(f"must be at least 1, not {drop}")
+        if len(set(budgets)) != len(budgets) or not budgets:
+            raise ValueError(f"budgets must be distinct and not empty: {drop}")
+        return drop
+
+    @property
+    def budgets(self) -> list[int]:
+        return self.drop if isinstance(self.drop, list) else [self.drop]
 
 
 class StageSpec(Closed):
@@ -54,6 +71,35 @@ class EvoPressSpec(Closed):
         return self
 
 
+class NSGA2Spec(Closed):
+    """NSGA-II over every budget up to the space's, for a whole front in one job; one fixed sample set scores all."""
+
+    kind: Literal["nsga2"]
+    generations: int = Field(10, ge=1)
+    population: int = Field(16, ge=2)
+    tokens: int = Field(1024, ge=1)
+    objectives: tuple[Literal["kl", "ppl"], Literal["params"]] = ("kl", "params")
+
+
+STRATEGIES = {"evopress": EvoPressSpec, "nsga2": NSGA2Spec}
+
+
+def _strategy_kind(value: Any) -> str | None:
+    """The strategy's tag; ``kind`` may be left out for EvoPress, the default."""
+    return value.get("kind", "evopress") if isinstance(value, dict) else getattr(value, "kind", None)
+
+
+StrategySpec = Annotated[
+    Annotated[EvoPressSpec, Tag("evopress")] | Annotated[NSGA2Spec, Tag("nsga2")], Discriminator(_strategy_kind)
+]
+
+
+class FrontSpec(Closed):
+    """Reference point of the hypervolume recorded per generation: (``reference_kl``, the dense parameter count)."""
+
+    reference_kl: float = Field(5.0, gt=0)
+
+
 class EvaluationSpec(Closed):
     """How candidates are scored: sample length, pool sizes, and the teacher's top-k for KL."""
 
@@ -78,20 +124,29 @@ class JobSpec(Closed):
     data: str | dict[str, Any] = "wiki-sample"
     seed: int = 0
     space: DepthSpaceSpec
-    strategy: EvoPressSpec = Field(default_factory=EvoPressSpec)
+    strategy: StrategySpec = Field(default_factory=EvoPressSpec)
+    front: FrontSpec = Field(default_factory=FrontSpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     run: RunSpec = Field(default_factory=RunSpec)
 
     @model_validator(mode="after")
-    def _stages_fit_the_pool(self) -> JobSpec:
+    def _samples_fit_the_pool(self) -> JobSpec:
+        strategy = self.strategy
+        tokens = [s.tokens for s in strategy.stages] if isinstance(strategy, EvoPressSpec) else [strategy.tokens]
         pool = self.evaluation.calibration_samples
-        for stage in self.strategy.stages:
-            needed = math.ceil(stage.tokens / self.evaluation.seq_len)
+        for count in tokens:
+            needed = math.ceil(count / self.evaluation.seq_len)
             if needed > pool:
                 raise ValueError(
-                    f"a stage of {stage.tokens} tokens needs {needed} samples of {self.evaluation.seq_len} tokens, "
+                    f"scoring on {count} tokens needs {needed} samples of {self.evaluation.seq_len} tokens, "
                     f"but evaluation.calibration_samples is {pool}"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _one_budget_for_nsga2(self) -> JobSpec:
+        if self.strategy.kind == "nsga2" and isinstance(self.space.drop, list):
+            raise ValueError("space.drop: nsga2 explores every budget up to it; give one number, not a list")
         return self
 
     def study_spec(self) -> dict:
@@ -101,9 +156,14 @@ class JobSpec(Closed):
 
 def _one_line(error: ValidationError) -> str:
     first = error.errors()[0]
-    where = ".".join(str(part) for part in first["loc"]) or "job"
-    message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
-    return f"{where}: {message}".replace("Value error, ", "")
+    loc = [str(part) for part in first["loc"] if part not in STRATEGIES]  # pydantic adds the union's tag
+    if first["type"] == "union_tag_invalid":
+        loc.append("kind")
+        message = f"unknown kind {first['input'].get('kind')!r}; expected one of {', '.join(STRATEGIES)}"
+    else:
+        message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+    message = message.replace("Value error, ", "")
+    return f"{'.'.join(loc)}: {message}" if loc else message
 
 
 def _resolve_data_files(data: Any, base: Path) -> Any:

@@ -7,34 +7,55 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 from torch import nn
 
-from paretopress.job import JobSpec
+from paretopress.job import JobSpec, NSGA2Spec
 from paretopress.search.evopress import EvoPress, Stage, stage_samples
 from paretopress.search.executor import Executor
+from paretopress.search.nsga2 import NSGA2, spread_over_budgets
+from paretopress.search.pareto import hypervolume_2d
 from paretopress.search.store import Store
 from paretopress.search.strategy import HELDOUT, Strategy, Trial
+from paretopress.search.sweep import Sweep
 from paretopress.spaces.base import Space
 from paretopress.spaces.depth import DepthSpace
 from paretopress.spaces.genome import Genome
 
 REPORT_EVALUATORS = ("kl", "ppl", "params")
+HYPERVOLUME_OBJECTIVES = ("kl", "params_fraction")
 
 
-def build_space(job: JobSpec, model: nn.Module) -> Space:
-    return DepthSpace(model, job.space.granularity, job.space.drop)
+def build_space(job: JobSpec, model: nn.Module) -> DepthSpace:
+    """The space at the job's largest budget: every smaller one is valid too (``at_budget``)."""
+    return DepthSpace(model, job.space.granularity, max(job.space.budgets))
 
 
-def build_strategy(job: JobSpec, space: Space) -> EvoPress:
-    spec, seq_len = job.strategy, job.evaluation.seq_len
-    return EvoPress(
-        space,
-        generations=spec.generations,
-        offspring=spec.offspring,
-        stages=[Stage(s.survivors, stage_samples(s.tokens, seq_len)) for s in spec.stages],
-        pool_size=job.evaluation.calibration_samples,
-        seed=job.seed,
-    )
+def build_strategy(job: JobSpec, space: DepthSpace) -> Strategy:
+    """EvoPress at one budget, a sweep of EvoPress runs (one per budget, each seeded as if alone), or NSGA-II."""
+    spec, evaluation = job.strategy, job.evaluation
+    if isinstance(spec, NSGA2Spec):
+        rng = np.random.default_rng(job.seed)
+        samples = rng.choice(evaluation.calibration_samples, stage_samples(spec.tokens, evaluation.seq_len),
+                             replace=False)
+        return NSGA2(
+            space, generations=spec.generations, population=spec.population,
+            samples=tuple(sorted(int(i) for i in samples)), seed=job.seed,
+            violation=lambda genome: space.cost(genome)["dropped"] - space.drop,
+            initial=spread_over_budgets(space.at_budget, range(1, space.drop + 1), spec.population, rng),
+        )
+    runs = {
+        drop: EvoPress(
+            space.at_budget(drop),
+            generations=spec.generations,
+            offspring=spec.offspring,
+            stages=[Stage(s.survivors, stage_samples(s.tokens, evaluation.seq_len)) for s in spec.stages],
+            pool_size=evaluation.calibration_samples,
+            seed=job.seed,
+        )
+        for drop in job.space.budgets
+    }
+    return next(iter(runs.values())) if len(runs) == 1 else Sweep({f"drop={d}": run for d, run in runs.items()})
 
 
 @dataclass
@@ -44,17 +65,21 @@ class Progress:
     generation: int
     generations: int
     best_fitness: float | None
+    hypervolume: float | None
     evaluated: int
     reused: int
     elapsed: float
 
 
 class Controller:
-    def __init__(self, store: Store, study_id: int, executor: Executor, seq_len: int) -> None:
+    def __init__(self, store: Store, study_id: int, executor: Executor, seq_len: int, space: Space,
+                 reference_kl: float) -> None:
         self.store = store
         self.study_id = study_id
         self.executor = executor
         self.seq_len = seq_len
+        self.space = space
+        self.reference_kl = reference_kl
         self.evaluated = 0
         self.reused = 0
 
@@ -83,16 +108,26 @@ class Controller:
         return values  # type: ignore[return-value]
 
     def drive(self, strategy: Strategy, on_progress: Callable[[Progress], None], generations: int) -> None:
-        start = time.perf_counter()
+        start, recorded, hypervolume = time.perf_counter(), 0, None
         while trials := strategy.ask():
             strategy.tell(self.resolve(trials))
-            history = getattr(strategy, "history", [])
+            front = strategy.front()
+            if strategy.generation > recorded:
+                recorded, hypervolume = strategy.generation, self.hypervolume(front)
+                self.store.record_hypervolume(self.study_id, recorded, hypervolume, list(HYPERVOLUME_OBJECTIVES),
+                                              [self.reference_kl, 1.0])
             on_progress(
                 Progress(
-                    len(history), generations, history[-1].fitness if history else None,
+                    strategy.generation, generations, min((kl for _, kl in front), default=None), hypervolume,
                     self.evaluated, self.reused, time.perf_counter() - start,
                 )
             )
+
+    def hypervolume(self, front: list[tuple[Genome, float]]) -> float:
+        """Area dominated in (KL, parameters as a fraction of the dense model's) up to (reference_kl, 1)."""
+        dense_params = self.space.cost(self.space.dense())["params"]
+        points = [(kl, self.space.cost(genome)["params"] / dense_params) for genome, kl in front]
+        return hypervolume_2d(points, (self.reference_kl, 1.0))
 
     def report(self, genomes: dict[str, Genome], heldout_samples: int) -> dict[str, dict[str, float]]:
         """Held-out KL, perplexity and parameter count of the named genomes (origin -> genome)."""

@@ -68,12 +68,14 @@ class EvoPress(Strategy):
             self._pending = []
 
     @property
-    def best(self) -> Genome:
-        return self._parent
-
-    @property
     def generation(self) -> int:
         return len(self.history)
+
+    def front(self) -> list[tuple[Genome, float]]:
+        return [(self._parent, self.history[-1].fitness)] if self.history else []
+
+    def final(self) -> dict[str, Genome]:
+        return {"initial": self._initial, "evopress": self._parent}
 
     def _origin(self, genome: Genome) -> str:
         return "initial" if genome == self._initial else "evopress"

@@ -2,38 +2,44 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from paretopress.errors import UserError
+from paretopress.search.pareto import non_dominated
 from paretopress.search.store import Store
 from paretopress.search.strategy import HELDOUT
 
 
-def non_dominated(points: Sequence[Sequence[float]]) -> list[int]:
-    """Indices of the points no other point dominates (<= in every objective, < in one); duplicates all kept."""
-    front = []
-    for i, p in enumerate(points):
-        dominated = any(
-            all(a <= b for a, b in zip(q, p, strict=True)) and any(a < b for a, b in zip(q, p, strict=True))
-            for j, q in enumerate(points)
-            if j != i
-        )
-        if not dominated:
-            front.append(i)
-    return front
-
-
 def study_front(store: Store, study_id: int, objectives: tuple[str, ...] = ("kl", "params")) -> list[dict]:
     """Candidates of a study with held-out values for every objective, non-dominated ones only, cheapest first."""
+    return _front(_heldout_rows(store, study_id, objectives), objectives)
+
+
+def model_front(store: Store, model: str, objectives: tuple[str, ...] = ("kl", "params")) -> list[dict]:
+    """The front over every study of one model (``spec["model"]``); each row names its study.
+
+    Held-out values of two studies are comparable only when they share data and evaluation settings (the held-out
+    pool depends on those alone), so this suits studies that differ in space, budget or strategy.
+    """
+    studies = [s for s in store.studies() if s.spec["model"] == model]
+    if not studies:
+        raise UserError(f"no study of model {model!r} in {store.path}")
+    rows = [{"study": s.name, **row} for s in studies for row in _heldout_rows(store, s.id, objectives)]
+    return _front(rows, objectives)
+
+
+def _heldout_rows(store: Store, study_id: int, objectives: tuple[str, ...]) -> list[dict]:
+    """One row per candidate with held-out values for every objective (the latest evaluation of each evaluator)."""
     by_candidate: dict[int, dict[str, float]] = {}
     for evaluation in store.evaluations(study_id, HELDOUT):
         by_candidate.setdefault(evaluation.candidate_id, {})[evaluation.evaluator] = evaluation.value
     candidates = {c.id: c for c in store.candidates(study_id)}
-    rows = [
+    return [
         {"candidate": cid, "origin": candidates[cid].origin, "generation": candidates[cid].generation, **values}
         for cid, values in by_candidate.items()
         if all(o in values for o in objectives)
     ]
+
+
+def _front(rows: list[dict], objectives: tuple[str, ...]) -> list[dict]:
     front = [rows[i] for i in non_dominated([[row[o] for o in objectives] for row in rows])]
     return sorted(front, key=lambda row: [row[o] for o in reversed(objectives)])
 

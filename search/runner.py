@@ -14,19 +14,28 @@ from paretopress.search.models import load_model
 from paretopress.search.samples import prepare_pools
 from paretopress.search.store import Store, check_writable
 from paretopress.search.worker import SampleSet
-from paretopress.spaces.base import Space
+from paretopress.spaces.depth import DepthSpace
 from paretopress.spaces.genome import Genome
+
+DENSE = "dense"
 
 
 @dataclass
 class Outcome:
+    """A finished study: the genomes confirmed on held-out data (by label) with their metrics."""
+
     study_id: int
     name: str
     resumed: bool
-    best: Genome
+    genomes: dict[str, Genome]
     metrics: dict[str, dict[str, float]]
     evaluated: int
     reused: int
+
+    @property
+    def best(self) -> str:
+        """Label of the compressed genome with the lowest held-out KL."""
+        return min((label for label in self.metrics if label != DENSE), key=lambda label: self.metrics[label]["kl"])
 
 
 def run_job(
@@ -52,19 +61,19 @@ def run_job(
     try:
         study_id, resumed = store.open_study(job.name, job.study_spec(), job.seed, space.describe())
         try:
-            best, metrics, controller = _search(job, store, study_id, space, pools, address, executor,
-                                                on_progress, wrap_executor)
+            genomes, metrics, controller = _search(job, store, study_id, space, pools, address, executor,
+                                                   on_progress, wrap_executor)
         except BaseException as error:
             store.set_status(study_id, "interrupted" if isinstance(error, KeyboardInterrupt) else "failed")
             raise
         store.set_status(study_id, "completed")
-        return Outcome(study_id, job.name, resumed, best, metrics, controller.evaluated, controller.reused)
+        return Outcome(study_id, job.name, resumed, genomes, metrics, controller.evaluated, controller.reused)
     finally:
         store.close()
 
 
-def _search(job, store, study_id, space: Space, pools: dict[str, SampleSet], address, executor, on_progress,
-            wrap_executor) -> tuple[Genome, dict[str, dict[str, float]], Controller]:
+def _search(job, store, study_id, space: DepthSpace, pools: dict[str, SampleSet], address, executor, on_progress,
+            wrap_executor) -> tuple[dict[str, Genome], dict[str, dict[str, float]], Controller]:
     worker_args = dict(model=job.model, space=space, pools=pools, batch_size=job.run.batch_size)
     if executor == "ray":
         connect_ray(address)
@@ -72,13 +81,12 @@ def _search(job, store, study_id, space: Space, pools: dict[str, SampleSet], add
     else:
         pool = LocalExecutor(threads=job.run.threads_per_worker, **worker_args)
     try:
-        controller = Controller(store, study_id, wrap_executor(pool), job.evaluation.seq_len)
+        controller = Controller(store, study_id, wrap_executor(pool), job.evaluation.seq_len, space,
+                                job.front.reference_kl)
         strategy = build_strategy(job, space)
-        initial = strategy.best
         controller.drive(strategy, on_progress, job.strategy.generations)
-        metrics = controller.report(
-            {"dense": space.dense(), "initial": initial, "evopress": strategy.best}, job.evaluation.heldout_samples
-        )
+        genomes = {DENSE: space.dense(), **strategy.final()}
+        metrics = controller.report(genomes, job.evaluation.heldout_samples)
     finally:
         pool.close()
-    return strategy.best, metrics, controller
+    return genomes, metrics, controller

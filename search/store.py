@@ -92,6 +92,20 @@ class Evaluation(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
 
 
+class Hypervolume(Base):
+    """The hypervolume a strategy's current front dominates, once per generation: how a search converges."""
+
+    __tablename__ = "hypervolumes"
+    __table_args__ = (UniqueConstraint("study_id", "generation"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    generation: Mapped[int] = mapped_column(Integer)
+    value: Mapped[float] = mapped_column(Float)
+    objectives: Mapped[list] = mapped_column(JSON)
+    reference: Mapped[list] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
+
+
 def sample_key(samples: Iterable[int]) -> str:
     """Canonical text of a sample set: the unique key of an evaluation together with candidate and evaluator."""
     return ",".join(str(i) for i in sorted(samples))
@@ -300,6 +314,22 @@ class Store:
             )
             if pool is not None:
                 query = query.where(Evaluation.pool == pool)
+            return list(session.scalars(query))
+
+
+    def record_hypervolume(self, study_id: int, generation: int, value: float, objectives: list[str],
+                           reference: list[float]) -> None:
+        """Idempotent: a resumed study replays its generations and finds them recorded."""
+        with Session(self.engine) as session, session.begin():
+            found = session.scalar(select(Hypervolume).where(Hypervolume.study_id == study_id,
+                                                             Hypervolume.generation == generation))
+            if found is None:
+                session.add(Hypervolume(study_id=study_id, generation=generation, value=value,
+                                        objectives=objectives, reference=reference))
+
+    def hypervolumes(self, study_id: int) -> list[Hypervolume]:
+        with Session(self.engine, expire_on_commit=False) as session:
+            query = select(Hypervolume).where(Hypervolume.study_id == study_id).order_by(Hypervolume.generation)
             return list(session.scalars(query))
 
 

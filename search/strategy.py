@@ -41,5 +41,13 @@ class Strategy(ABC):
 
     @property
     @abstractmethod
-    def best(self) -> Genome:
-        """The best genome found so far."""
+    def generation(self) -> int:
+        """Generations completed so far."""
+
+    @abstractmethod
+    def front(self) -> list[tuple[Genome, float]]:
+        """The genomes the strategy currently keeps as its best, with their latest KL: its front for hypervolume."""
+
+    @abstractmethod
+    def final(self) -> dict[str, Genome]:
+        """What to confirm on held-out data once done, by label (the label is the origin of a genome not yet stored)."""

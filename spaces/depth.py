@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Literal
@@ -55,17 +56,26 @@ class DepthSpace(Space):
                                     (self.anatomy.mlp, self.anatomy.mlp_norms)):
                     self.units += (f"{self.anatomy.layer_name(i)}.{part}",)
                     sizes.append(sum(count_parameters(getattr(layer, n)) for n in (part, *norms)))
-        if not 1 <= drop < len(self.units):
-            raise UserError(
-                f"depth budget drop={drop} is impossible: the model has {len(self.units)} {granularity} units, "
-                f"so drop must be between 1 and {len(self.units) - 1}"
-            )
-        self.drop = drop
         self.unit_params = tuple(sizes)
         self.total_params = count_parameters(model)
         self.num_levels = (2,) * len(self.units)
         self.switch_groups = (tuple(range(len(self.units))),)
+        self._set_budget(drop)
+
+    def _set_budget(self, drop: int) -> None:
+        if not 1 <= drop < len(self.units):
+            raise UserError(
+                f"depth budget drop={drop} is impossible: the model has {len(self.units)} {self.granularity} units, "
+                f"so drop must be between 1 and {len(self.units) - 1}"
+            )
+        self.drop = drop
         self.group_targets = (drop,)
+
+    def at_budget(self, drop: int) -> DepthSpace:
+        """The same units and costs under another budget, for sweeps; shares everything else with this space."""
+        other = copy.copy(self)
+        other._set_budget(drop)
+        return other
 
     def cost(self, genome: Genome) -> dict[str, float]:
         dropped = sum(size for size, level in zip(self.unit_params, genome.levels, strict=True) if level)

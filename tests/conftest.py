@@ -82,3 +82,19 @@ def _cache(tmp_path_factory, monkeypatch, request):
     """Tiny-model tests get a session-private cache; tests marked `real` share the user's cache (model, text)."""
     if "real" not in request.keywords:
         monkeypatch.setenv("PARETOPRESS_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture(scope="session")
+def tiny_store(tmp_path_factory, tiny_model, text_files) -> Path:
+    """A store with two finished studies of the tiny model (blocks, and sub-layers), for tests that only read."""
+    from paretopress.search.runner import run_job
+    from tests.test_runner import make_job
+
+    db = tmp_path_factory.mktemp("store") / "tiny.db"
+    with pytest.MonkeyPatch.context() as patch:  # the per-test cache fixture does not reach session fixtures
+        patch.setenv("PARETOPRESS_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+        run_job(make_job(tiny_model, text_files), db, executor="local")
+        run_job(make_job(tiny_model, text_files, name="tiny-sub", **{"space.granularity": "sublayer",
+                                                                       "space.drop": 3, "strategy.generations": 2}),
+                db, executor="local")
+    return db

@@ -60,6 +60,6 @@ def test_converges_to_the_cheapest_units_and_never_gets_worse(space):
     strategy = make(space, seed=1, generations=40)
     run(strategy)
     cheapest = set(np.argsort(COSTS)[:4])
-    assert {i for i, level in enumerate(strategy.best.levels) if level} == cheapest
+    assert {i for i, level in enumerate(strategy.final()["evopress"].levels) if level} == cheapest
     true_costs = [COSTS @ np.array(r.parent.levels) for r in strategy.history]
     assert all(b <= a + 0.3 for a, b in itertools.pairwise(true_costs))  # elitism, up to noise

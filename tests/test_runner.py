@@ -69,7 +69,7 @@ def test_interrupted_and_resumed_equals_uninterrupted(tiny_model, text_files, tm
         assert store.study("tiny").status == "interrupted"
     resumed = run_job(job, tmp_path / "b.db", executor="local")
     assert resumed.resumed and resumed.reused >= 9
-    assert resumed.best == straight.best
+    assert resumed.genomes == straight.genomes
     assert resumed.metrics == straight.metrics
     with Store(tmp_path / "a.db", readonly=True) as a, Store(tmp_path / "b.db", readonly=True) as b:
         assert [c.genome for c in a.candidates(1)] == [c.genome for c in b.candidates(1)]
@@ -81,7 +81,7 @@ def test_sublayer_study_exports_zeroed_sublayers(tiny_model, text_files, tmp_pat
     outcome = run_job(job, tmp_path / "s.db", executor="local")
     report = export_candidate(tmp_path / "s.db", "sub", "best", tmp_path / "export")
     assert math.isclose(report.measured["ppl"], outcome.metrics["evopress"]["ppl"], rel_tol=1e-3)
-    levels = outcome.best.levels
+    levels = outcome.genomes["evopress"].levels
     both_dropped = sum(levels[2 * b] and levels[2 * b + 1] for b in range(6))
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "export")
     assert reloaded.config.num_hidden_layers == 6 - both_dropped

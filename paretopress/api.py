@@ -1,0 +1,136 @@
+"""A store seen from Python: studies, candidates, fronts and hypervolumes as pandas DataFrames.
+
+Everything reads through a read-only Store, and every call reads afresh, so a notebook can follow a job that is
+writing the same file (SQLite WAL: readers never block the writer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+from sqlalchemy import inspect
+
+from paretopress.errors import UserError
+from paretopress.search.front import model_front, study_front
+from paretopress.search.plots import plot_front, plot_genome, plot_hypervolume
+from paretopress.search.store import Store
+from paretopress.search.strategy import CALIBRATION, HELDOUT
+from paretopress.spaces.genome import Genome
+
+__all__ = ["StoreView", "open_store", "plot_front", "plot_genome", "plot_hypervolume"]
+
+STUDY_COLUMNS = ["id", "name", "status", "model", "space", "granularity", "budget", "strategy", "candidates",
+                 "created", "updated"]
+CANDIDATE_COLUMNS = ["candidate", "origin", "generation", "parent", "genome", "compressed"]
+HYPERVOLUME_COLUMNS = ["study", "generation", "hypervolume", "objectives", "reference"]
+
+
+def open_store(path: str | Path) -> StoreView:
+    """Open a store for reading; a missing or foreign file is a UserError."""
+    return StoreView(path)
+
+
+class StoreView:
+    """Read-only DataFrame views of one store. A study is named by its name or its numeric id."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.store = Store(path, readonly=True)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> StoreView:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"StoreView({str(self.store.path)!r})"
+
+    def studies(self) -> pd.DataFrame:
+        """One row per study: what it searches, how far it got."""
+        rows = [
+            [s.id, s.name, s.status, s.spec["model"], s.spec["space"]["kind"], s.spec["space"].get("granularity"),
+             _budget(s.spec["space"]), s.spec["strategy"].get("kind"), len(self.store.candidates(s.id)),
+             s.created_at, s.updated_at]
+            for s in self.store.studies()
+        ]
+        return pd.DataFrame(rows, columns=STUDY_COLUMNS)
+
+    def candidates(self, study: str | int) -> pd.DataFrame:
+        """One row per candidate: its genome, its held-out values (``kl``, ``ppl``, ``params``, ...) and its
+        calibration values at the highest fidelity it reached (``calib_kl``, ``calib_tokens``).
+
+        Where one fidelity was measured on several sample sets (a fresh minibatch per selection step), the latest
+        counts; values a candidate lacks are NaN.
+        """
+        study_id = self.store.study(study).id
+        heldout: dict[int, dict[str, float]] = {}
+        calibration: dict[int, tuple[int, dict[str, float]]] = {}
+        for e in self.store.evaluations(study_id):
+            if e.pool == HELDOUT:
+                heldout.setdefault(e.candidate_id, {})[e.evaluator] = e.value
+            elif e.pool == CALIBRATION:
+                tokens, values = calibration.get(e.candidate_id, (-1, {}))
+                if e.tokens > tokens:
+                    tokens, values = e.tokens, {}
+                    calibration[e.candidate_id] = (tokens, values)
+                if e.tokens == tokens:
+                    values[f"calib_{e.evaluator}"] = e.value
+        rows = []
+        for c in self.store.candidates(study_id):
+            levels = list(Genome.from_json(c.genome).levels)
+            tokens, values = calibration.get(c.id, (None, {}))
+            rows.append({"candidate": c.id, "origin": c.origin, "generation": c.generation, "parent": c.parent_id,
+                         "genome": levels, "compressed": sum(1 for level in levels if level),
+                         **heldout.get(c.id, {}), **values, "calib_tokens": tokens})
+        evaluators = sorted({k for values in heldout.values() for k in values})
+        calibrated = sorted({k for _, values in calibration.values() for k in values})
+        columns = [*CANDIDATE_COLUMNS, *evaluators, *calibrated, "calib_tokens"]
+        frame = pd.DataFrame(rows, columns=columns)
+        return frame.astype({"generation": "Int64", "parent": "Int64", "calib_tokens": "Int64"})
+
+    def front(self, study: str | int, objectives: Sequence[str] = ("kl", "params")) -> pd.DataFrame:
+        """The study's non-dominated candidates over held-out ``objectives`` (all minimised), cheapest first."""
+        rows = study_front(self.store, self.store.study(study).id, tuple(objectives))
+        return _frame(rows, ["candidate", "origin", "generation", *objectives])
+
+    def front_across(self, model: str | None = None, objectives: Sequence[str] = ("kl", "params")) -> pd.DataFrame:
+        """Non-dominated candidates over every study of one model; ``model`` may be left out if the store has one."""
+        models = sorted({s.spec["model"] for s in self.store.studies()})
+        if model is None:
+            if len(models) != 1:
+                raise UserError(f"name a model: the store holds studies of {', '.join(models) or 'no model'}")
+            model = models[0]
+        rows = model_front(self.store, model, tuple(objectives))
+        return _frame(rows, ["study", "candidate", "origin", "generation", *objectives])
+
+    def hypervolume(self, study: str | int) -> pd.DataFrame:
+        """Per generation, the hypervolume of the study's front, with the objectives and reference point used."""
+        study_row = self.store.study(study)
+        if not inspect(self.store.engine).has_table("hypervolumes"):  # stores written before they were recorded
+            return pd.DataFrame(columns=HYPERVOLUME_COLUMNS)
+        rows = [[study_row.name, h.generation, h.value, h.objectives, h.reference]
+                for h in self.store.hypervolumes(study_row.id)]
+        return pd.DataFrame(rows, columns=HYPERVOLUME_COLUMNS)
+
+    def genome(self, study: str | int, candidate: int) -> pd.DataFrame:
+        """The level of every unit of one candidate, in the space's unit order (0 = least compressed)."""
+        study_row = self.store.study(study)
+        levels = Genome.from_json(self.store.candidate(study_row.id, int(candidate)).genome).levels
+        units = study_row.space.get("units") or [f"unit {i}" for i in range(len(levels))]
+        return pd.DataFrame({"unit": units, "level": levels})
+
+
+def _budget(space: dict) -> str:
+    """The budget keys of a space spec (``drop=6``), whatever the space kind calls them."""
+    return ", ".join(f"{key}={value}" for key, value in space.items() if key not in ("kind", "granularity"))
+
+
+def _frame(rows: list[dict], leading: list[str]) -> pd.DataFrame:
+    """Rows as a frame whose leading columns exist even when there are no rows yet."""
+    columns = [*leading, *dict.fromkeys(k for row in rows for k in row if k not in leading)]
+    return pd.DataFrame(rows, columns=columns).astype({"generation": "Int64"})
