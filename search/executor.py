@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any, Protocol
 
 import ray
+from ray._private import ray_constants
 from ray.exceptions import RayActorError
 
 from paretopress.search.strategy import Trial
@@ -43,8 +44,10 @@ class LocalExecutor:
 
 
 def connect_ray(address: str | None, num_cpus: int | None = None) -> None:
-    """Start a local Ray instance (token auth off, no dashboard) or join the cluster at ``address``.
+    """Start a private local Ray instance or join the cluster at ``address``.
 
+    The local instance listens on loopback only, has no dashboard and no token auth, and is always a new one:
+    ``address="local"`` keeps Ray from joining whatever cluster ``ray start`` left running on this machine.
     On a cluster with token authentication, export RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH)
     before running paretopress; Ray reads them from the environment.
     """
@@ -54,9 +57,17 @@ def connect_ray(address: str | None, num_cpus: int | None = None) -> None:
         ray.init(address=address, logging_level=logging.WARNING)
     else:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING)
+        _loopback_only()
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING)
 
 
+def _loopback_only() -> None:
+    """Make a private instance listen on 127.0.0.1: Ray otherwise binds its servers to every interface, which,
+    with token auth off, would open this machine's Ray to its network. Ray keeps loopback for single-machine
+    instances on macOS and Windows; this asks for the same here (the constant for this process, whose ray is
+    already imported, and the environment variable for the processes it starts)."""
+    os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
 
 
 class RayExecutor:
