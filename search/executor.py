@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections.abc import Iterator
 from typing import Any, Protocol
 
@@ -14,6 +15,7 @@ import ray
 from ray._private import ray_constants
 from ray.exceptions import RayActorError
 
+from paretopress.errors import UserError
 from paretopress.search.strategy import Trial
 from paretopress.search.worker import Result, Worker
 
@@ -54,11 +56,28 @@ def connect_ray(address: str | None, num_cpus: int | None = None) -> None:
     if ray.is_initialized():
         return
     if address:
+        check_reachable(address)
         ray.init(address=address, logging_level=logging.WARNING)
     else:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         _loopback_only()
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING)
+
+
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail in seconds with one line on a mistyped or unreachable address: ``ray.init`` retries for minutes.
+
+    ``auto`` (Ray finds a cluster started on this machine) and ``ray://`` client addresses are left to Ray.
+    """
+    if address == "auto" or address.startswith("ray://"):
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UserError(f"--address {address!r} is not HOST:PORT (the head node's GCS port, 6379 by default) or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as error:
+        raise UserError(f"cannot reach a Ray cluster at {address}: {error.strerror or error}") from error
 
 
 def _loopback_only() -> None:

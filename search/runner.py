@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from paretopress.errors import UserError
 from paretopress.job import JobSpec
 from paretopress.search.controller import Controller, Progress, build_space, build_strategy
 from paretopress.search.data import load_documents
@@ -52,6 +53,10 @@ def run_job(
     ``wrap_executor`` lets tests interpose on the real executor (e.g. to interrupt a run part-way).
     """
     check_writable(Path(db_path))
+    if executor == "ray":
+        connect_ray(address)  # an unreachable cluster fails here, before minutes of model and data loading
+    elif address:
+        raise UserError("--address names a Ray cluster; it cannot be combined with --executor local")
     documents = load_documents(job.data, heldout_fraction=job.evaluation.heldout_fraction)  # fast errors first
     model = load_model(job.model)
     space = build_space(job, model)
@@ -61,7 +66,7 @@ def run_job(
     try:
         study_id, resumed = store.open_study(job.name, job.study_spec(), job.seed, space.describe())
         try:
-            genomes, metrics, controller = _search(job, store, study_id, space, pools, address, executor,
+            genomes, metrics, controller = _search(job, store, study_id, space, pools, executor,
                                                    on_progress, wrap_executor)
         except BaseException as error:
             store.set_status(study_id, "interrupted" if isinstance(error, KeyboardInterrupt) else "failed")
@@ -72,11 +77,10 @@ def run_job(
         store.close()
 
 
-def _search(job, store, study_id, space: DepthSpace, pools: dict[str, SampleSet], address, executor, on_progress,
+def _search(job, store, study_id, space: DepthSpace, pools: dict[str, SampleSet], executor, on_progress,
             wrap_executor) -> tuple[dict[str, Genome], dict[str, dict[str, float]], Controller]:
     worker_args = dict(model=job.model, space=space, pools=pools, batch_size=job.run.batch_size)
     if executor == "ray":
-        connect_ray(address)
         pool = RayExecutor(job.run.workers, job.run.threads_per_worker, **worker_args)
     else:
         pool = LocalExecutor(threads=job.run.threads_per_worker, **worker_args)

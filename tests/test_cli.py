@@ -62,6 +62,17 @@ BAD_JOBS = {
     "missing data file": ({"data.data_files": ["/nonexistent/file.txt"]}, "nonexistent"),
     "unknown data alias": ({"data": "no-such-data"}, "no-such-data"),
     "missing model": ({"model": DELETE}, "model"),
+    "duplicate budgets": ({"space.drop": [2, 2]}, "distinct"),
+    "list of budgets for nsga2": ({"strategy": {"kind": "nsga2", "tokens": 64}, "space.drop": [2, 3]}, "give one number"),
+    "zero offspring": ({"strategy.offspring": 0}, "strategy.offspring"),
+    "last stage keeps two": ({"strategy.stages": [{"survivors": 2, "tokens": 64}]}, "exactly 1 survivor"),
+    "sequence too short": ({"evaluation.seq_len": 4}, "evaluation.seq_len"),
+    "held-out fraction of one": ({"evaluation.heldout_fraction": 1.0}, "evaluation.heldout_fraction"),
+    "empty name": ({"name": ""}, "name"),
+    "seed not a number": ({"seed": "lucky"}, "seed"),
+    "data of the wrong type": ({"data": 5}, "data"),
+    "negative hypervolume reference": ({"front": {"reference_kl": -1}}, "front.reference_kl"),
+    "no workers": ({"run.workers": 0}, "run.workers"),
 }
 
 
@@ -98,10 +109,17 @@ def test_changed_spec_under_the_same_name_is_refused(tiny_model, text_files, tmp
         (["front", "nope"], "no store"),
         (["frobnicate"], "invalid choice"),
         (["export", "s"], "required"),
+        (["export", "s", "--candidate", "best", "--out", "x"], "no store"),
+        (["front", "s", "--csv", "--json"], "not allowed with"),
+        (["run", "job.yaml", "--address", "no-port"], "is not HOST:PORT"),
+        (["run", "job.yaml", "--address", "127.0.0.1:1"], "cannot reach a Ray cluster at 127.0.0.1:1"),
+        (["run", "job.yaml", "--address", "127.0.0.1:1", "--executor", "local"], "cannot be combined"),
+        (["run", "job.yaml", "--executor", "gpu"], "invalid choice"),
     ],
 )
-def test_bad_arguments(argv, message, tmp_path, monkeypatch, capsys):
+def test_bad_arguments(argv, message, tmp_path, monkeypatch, capsys, tiny_model, text_files):
     monkeypatch.chdir(tmp_path)
+    write(tmp_path / "job.yaml", job_yaml(tiny_model, text_files))
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
