@@ -43,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     plot.add_argument("-o", "--output", required=True, help="file to write: .png, .svg, .pdf or .html (interactive)")
     plot.add_argument("--db", default=DEFAULT_DB)
 
+    doctor = commands.add_parser("doctor", help="check a store's integrity and report orphaned rows")
+    doctor.add_argument("db", help="SQLite store")
+
     export = commands.add_parser("export", help="write a candidate as a config and a loadable checkpoint")
     export.add_argument("study", help="study name or id")
     export.add_argument(

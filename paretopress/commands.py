@@ -126,6 +126,20 @@ def plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def doctor(args: argparse.Namespace) -> int:
+    """Exit 0 when the store is sound, 1 when it has problems (listed one per line)."""
+    from paretopress.search.doctor import diagnose
+
+    diagnosis = diagnose(args.db)
+    print(", ".join(f"{count} {table}" for table, count in diagnosis.counts.items()))
+    for study in diagnosis.unfinished:
+        print(f"not completed: {study}; run its job again to resume it")
+    for problem in diagnosis.problems:
+        print(f"problem: {problem}")
+    print("store is sound" if not diagnosis.problems else f"{len(diagnosis.problems)} problem(s) found")
+    return 1 if diagnosis.problems else 0
+
+
 def export(args: argparse.Namespace) -> int:
     from paretopress.search.export import export_candidate  # torch and transformers: only where a model runs
     from paretopress.search.models import quiet_transformers
