@@ -10,7 +10,7 @@ from torch import nn
 
 from paretopress.evaluators.forward import TokenOutputs, batched_logits, compact
 from paretopress.evaluators.teacher import TeacherOutputs, kl_per_token
-from paretopress.params import count_parameters
+from paretopress.params import count_nonzero_parameters
 
 
 class TokenMetric(ABC):
@@ -73,5 +73,5 @@ def score(
                 totals[metric.name][1] += count
     values = {m.name: m.finish(totals[m.name][0] / totals[m.name][1]) for m in metrics}
     if "params" in names:
-        values["params"] = float(count_parameters(model))
+        values["params"] = float(count_nonzero_parameters(model))
     return values

@@ -9,6 +9,7 @@ import sys
 from paretopress.errors import UserError
 
 DEFAULT_DB = "paretopress.db"
+CLUSTER_DB = "~/paretopress.db"  # on the head node: a submitted job's working directory is temporary
 
 
 class _Parser(argparse.ArgumentParser):
@@ -42,6 +43,18 @@ def _parser() -> argparse.ArgumentParser:
     plot.add_argument("studies", nargs="+", metavar="STUDY", help="study names or ids")
     plot.add_argument("-o", "--output", required=True, help="file to write: .png, .svg, .pdf or .html (interactive)")
     plot.add_argument("--db", default=DEFAULT_DB)
+
+    submit = commands.add_parser("submit", help="run a job on a Ray cluster through its job server")
+    submit.add_argument("job", help="job file (YAML); its folder is uploaded as the job's working directory")
+    submit.add_argument("--address", help="the job server, e.g. http://HEAD:8265 (default: $RAY_API_SERVER_ADDRESS)")
+    submit.add_argument("--db", default=CLUSTER_DB, help="store path on the head node (default: %(default)s)")
+
+    jobs = commands.add_parser("jobs", help="the jobs a Ray cluster knows, with their status")
+    jobs.add_argument("--address", help="the job server, e.g. http://HEAD:8265")
+
+    logs = commands.add_parser("logs", help="the output of a submitted job")
+    logs.add_argument("job_id")
+    logs.add_argument("--address", help="the job server, e.g. http://HEAD:8265")
 
     doctor = commands.add_parser("doctor", help="check a store's integrity and report orphaned rows")
     doctor.add_argument("db", help="SQLite store")

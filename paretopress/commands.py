@@ -126,6 +126,29 @@ def plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def submit(args: argparse.Namespace) -> int:
+    from paretopress.search import cluster
+
+    job_id = cluster.submit(args.job, args.address, args.db)
+    where = f" --address {args.address}" if args.address else ""
+    print(f"submitted {job_id}; follow it with: paretopress logs {job_id}{where}")
+    return 0
+
+
+def jobs(args: argparse.Namespace) -> int:
+    from paretopress.search import cluster
+
+    _table(("job", "status", "entrypoint"), cluster.jobs(args.address))
+    return 0
+
+
+def logs(args: argparse.Namespace) -> int:
+    from paretopress.search import cluster
+
+    print(cluster.logs(args.address, args.job_id), end="")
+    return 0
+
+
 def doctor(args: argparse.Namespace) -> int:
     """Exit 0 when the store is sound, 1 when it has problems (listed one per line)."""
     from paretopress.search.doctor import diagnose

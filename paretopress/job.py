@@ -42,6 +42,79 @@ class DepthSpaceSpec(Closed):
         return self.drop if isinstance(self.drop, list) else [self.drop]
 
 
+class SparsitySpaceSpec(Closed):
+    """Unstructured sparsity per decoder linear at an exact average ``sparsity`` (0.5 = half the weights removed).
+
+    Levels are up to ``levels`` steps of ``step`` removed weights either side of ``sparsity``, never below 0% or
+    above 100% per layer (``step`` defaults to what lets a median-sized layer span that whole range);
+    ``calibration_samples`` calibration samples of ``evaluation.seq_len`` tokens feed Wanda and SparseGPT.
+    """
+
+    kind: Literal["sparsity"] = "sparsity"
+    sparsity: float
+    builder: Literal["magnitude", "wanda", "sparsegpt"] = "wanda"
+    levels: int = Field(4, ge=1, le=100)
+    step: int | None = Field(None, ge=1)
+    calibration_samples: int = Field(32, ge=1)
+    tie: bool = False  # q/k/v and gate/up share one level (runtimes fuse them)
+
+
+class QuantSpaceSpec(Closed):
+    """A bit-width per decoder linear at an exact average of ``bits`` bits per weight (scales and zero points counted).
+
+    ``widths`` are the evenly spaced bit-widths to choose from, quantized group-wise (``group_size`` input columns
+    share a float16 scale and an integer zero point) by round-to-nearest or GPTQ.
+    """
+
+    kind: Literal["quant"] = "quant"
+    bits: float
+    widths: list[int] = Field(default_factory=lambda: [2, 3, 4, 5, 6])
+    group_size: int = Field(128, ge=1)
+    builder: Literal["rtn", "gptq"] = "gptq"
+    calibration_samples: int = Field(32, ge=1)
+    tie: bool = False  # q/k/v and gate/up share one bit-width (runtimes fuse them)
+
+
+class JointSpaceSpec(Closed):
+    """Depth and one per-linear space in one genome, each with its own exact budget: give ``quant`` or ``sparsity``.
+
+    ``depth.drop`` must be one number here. The linear budget is the average over every decoder linear, dropped
+    blocks included; the cost of each candidate (parameters, bytes) counts only what it keeps.
+    """
+
+    kind: Literal["joint"]
+    depth: DepthSpaceSpec
+    quant: QuantSpaceSpec | None = None
+    sparsity: SparsitySpaceSpec | None = None
+
+    @model_validator(mode="after")
+    def _one_linear_component(self) -> JointSpaceSpec:
+        if (self.quant is None) == (self.sparsity is None):
+            raise ValueError("a joint space needs exactly one of quant or sparsity next to depth")
+        if isinstance(self.depth.drop, list):
+            raise ValueError("depth.drop: a joint space takes one budget, not a list")
+        return self
+
+    @property
+    def linear(self) -> QuantSpaceSpec | SparsitySpaceSpec:
+        return self.quant or self.sparsity  # type: ignore[return-value]
+
+
+SPACES = {"depth": DepthSpaceSpec, "sparsity": SparsitySpaceSpec, "quant": QuantSpaceSpec, "joint": JointSpaceSpec}
+
+
+def _space_kind(value: Any) -> str | None:
+    """The space's tag; ``kind`` may be left out for depth, the default."""
+    return value.get("kind", "depth") if isinstance(value, dict) else getattr(value, "kind", None)
+
+
+SpaceSpec = Annotated[
+    Annotated[DepthSpaceSpec, Tag("depth")] | Annotated[SparsitySpaceSpec, Tag("sparsity")]
+    | Annotated[QuantSpaceSpec, Tag("quant")] | Annotated[JointSpaceSpec, Tag("joint")],
+    Discriminator(_space_kind),
+]
+
+
 class StageSpec(Closed):
     """One selection stage: score the remaining candidates on ``tokens`` fresh tokens, keep ``survivors``."""
 
@@ -123,7 +196,7 @@ class JobSpec(Closed):
     model: str = Field(min_length=1)
     data: str | dict[str, Any] = "wiki-sample"
     seed: int = 0
-    space: DepthSpaceSpec
+    space: SpaceSpec
     strategy: StrategySpec = Field(default_factory=EvoPressSpec)
     front: FrontSpec = Field(default_factory=FrontSpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
@@ -145,6 +218,8 @@ class JobSpec(Closed):
 
     @model_validator(mode="after")
     def _one_budget_for_nsga2(self) -> JobSpec:
+        if self.strategy.kind == "nsga2" and self.space.kind != "depth":
+            raise ValueError(f"strategy.kind: nsga2 searches depth spaces only, not {self.space.kind}; use evopress")
         if self.strategy.kind == "nsga2" and isinstance(self.space.drop, list):
             raise ValueError("space.drop: nsga2 explores every budget up to it; give one number, not a list")
         return self
@@ -156,10 +231,12 @@ class JobSpec(Closed):
 
 def _one_line(error: ValidationError) -> str:
     first = error.errors()[0]
-    loc = [str(part) for part in first["loc"] if part not in STRATEGIES]  # pydantic adds the union's tag
+    loc = [str(part) for part in first["loc"]]
+    loc = loc[:1] + [part for part in loc[1:] if part not in {*STRATEGIES, *SPACES}]  # pydantic adds the union's tag
     if first["type"] == "union_tag_invalid":
         loc.append("kind")
-        message = f"unknown kind {first['input'].get('kind')!r}; expected one of {', '.join(STRATEGIES)}"
+        kinds = SPACES if loc[0] == "space" else STRATEGIES
+        message = f"unknown kind {first['input'].get('kind')!r}; expected one of {', '.join(kinds)}"
     else:
         message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
     message = message.replace("Value error, ", "")

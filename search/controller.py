@@ -10,9 +10,10 @@ from dataclasses import dataclass
 import numpy as np
 from torch import nn
 
-from paretopress.job import JobSpec, NSGA2Spec
+from paretopress.job import DepthSpaceSpec, JobSpec, JointSpaceSpec, NSGA2Spec, QuantSpaceSpec, SparsitySpaceSpec
 from paretopress.search.evopress import EvoPress, Stage, stage_samples
 from paretopress.search.executor import Executor
+from paretopress.search.leveldb import attach_database
 from paretopress.search.nsga2 import NSGA2, spread_over_budgets
 from paretopress.search.pareto import hypervolume_2d
 from paretopress.search.store import Store
@@ -21,19 +22,52 @@ from paretopress.search.sweep import Sweep
 from paretopress.spaces.base import Space
 from paretopress.spaces.depth import DepthSpace
 from paretopress.spaces.genome import Genome
+from paretopress.spaces.joint import JointSpace
+from paretopress.spaces.linear import LinearSpace
+from paretopress.spaces.quant import QuantSpace
+from paretopress.spaces.sparsity import SparsitySpace
 
 REPORT_EVALUATORS = ("kl", "ppl", "params")
 HYPERVOLUME_OBJECTIVES = ("kl", "params_fraction")
 
 
-def build_space(job: JobSpec, model: nn.Module) -> DepthSpace:
-    """The space at the job's largest budget: every smaller one is valid too (``at_budget``)."""
-    return DepthSpace(model, job.space.granularity, max(job.space.budgets))
+def build_space(job: JobSpec, model: nn.Module) -> Space:
+    """The job's space; a depth space at its largest budget (every smaller one is valid too: ``at_budget``).
+
+    Sparsity and quant spaces check their budget first (a one-line error before anything is built), then get their
+    level database from the cache or build it here, in the controller, before any worker starts.
+    """
+    spec = job.space
+    if isinstance(spec, DepthSpaceSpec):
+        return DepthSpace(model, spec.granularity, max(spec.budgets))
+    if isinstance(spec, JointSpaceSpec):
+        depth = DepthSpace(model, spec.depth.granularity, spec.depth.budgets[0])
+        linear = linear_space(spec.linear, model)
+        attach_database(linear, job, model, spec.linear.calibration_samples)
+        return JointSpace(depth, linear)
+    space = linear_space(spec, model)
+    attach_database(space, job, model, spec.calibration_samples)
+    return space
 
 
-def build_strategy(job: JobSpec, space: DepthSpace) -> Strategy:
-    """EvoPress at one budget, a sweep of EvoPress runs (one per budget, each seeded as if alone), or NSGA-II."""
+def linear_space(spec: SparsitySpaceSpec | QuantSpaceSpec, model: nn.Module) -> LinearSpace:
+    """A sparsity or quant space without its level database: units, levels, exact costs and budget only."""
+    if isinstance(spec, SparsitySpaceSpec):
+        return SparsitySpace(model, spec.sparsity, spec.builder, spec.levels, spec.step, spec.tie)
+    return QuantSpace(model, spec.bits, spec.widths, spec.builder, spec.group_size, spec.tie)
+
+
+def build_strategy(job: JobSpec, space: Space) -> Strategy:
+    """EvoPress at one budget, a sweep of EvoPress runs (one per budget, each seeded as if alone), or NSGA-II.
+
+    On sparsity and quant spaces EvoPress starts from the uniform genome, so the study also confirms the uniform
+    configuration at the same exact budget ("initial"); on joint spaces from a random feasible genome.
+    """
     spec, evaluation = job.strategy, job.evaluation
+    if isinstance(space, LinearSpace):
+        return _evopress(job, space, initial=space.uniform())
+    if isinstance(space, JointSpace):
+        return _evopress(job, space)
     if isinstance(spec, NSGA2Spec):
         rng = np.random.default_rng(job.seed)
         samples = rng.choice(evaluation.calibration_samples, stage_samples(spec.tokens, evaluation.seq_len),
@@ -44,18 +78,21 @@ def build_strategy(job: JobSpec, space: DepthSpace) -> Strategy:
             violation=lambda genome: space.cost(genome)["dropped"] - space.drop,
             initial=spread_over_budgets(space.at_budget, range(1, space.drop + 1), spec.population, rng),
         )
-    runs = {
-        drop: EvoPress(
-            space.at_budget(drop),
-            generations=spec.generations,
-            offspring=spec.offspring,
-            stages=[Stage(s.survivors, stage_samples(s.tokens, evaluation.seq_len)) for s in spec.stages],
-            pool_size=evaluation.calibration_samples,
-            seed=job.seed,
-        )
-        for drop in job.space.budgets
-    }
+    runs = {drop: _evopress(job, space.at_budget(drop)) for drop in job.space.budgets}
     return next(iter(runs.values())) if len(runs) == 1 else Sweep({f"drop={d}": run for d, run in runs.items()})
+
+
+def _evopress(job: JobSpec, space: Space, initial: Genome | None = None) -> EvoPress:
+    spec, seq_len = job.strategy, job.evaluation.seq_len
+    return EvoPress(
+        space,
+        generations=spec.generations,
+        offspring=spec.offspring,
+        stages=[Stage(s.survivors, stage_samples(s.tokens, seq_len)) for s in spec.stages],
+        pool_size=job.evaluation.calibration_samples,
+        seed=job.seed,
+        initial=initial,
+    )
 
 
 @dataclass

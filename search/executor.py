@@ -55,6 +55,7 @@ def connect_ray(address: str | None, num_cpus: int | None = None) -> None:
     """
     if ray.is_initialized():
         return
+    address = address or os.environ.get("RAY_ADDRESS")  # set for jobs submitted to a cluster
     if address:
         check_reachable(address)
         ray.init(address=address, logging_level=logging.WARNING)

@@ -41,7 +41,7 @@ class Worker:
         self.space = space
         self.pools = pools
         self.batch_size = batch_size
-        self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self.name = worker_name()
 
     def evaluate(self, trial: Trial) -> Result:
         start = time.perf_counter()
@@ -50,3 +50,11 @@ class Worker:
         with self.space.applied(self.model, trial.genome) as model:
             values = score(model, pool.tokens[rows], pool.teacher.rows(rows), trial.evaluators, self.batch_size)
         return Result(values, time.perf_counter() - start, self.name)
+
+
+def worker_name() -> str:
+    """host:pid, and the Ray node inside an actor: nodes may share a host, and the store should say which ran what."""
+    import ray  # imported here: a local worker does not need Ray
+
+    name = f"{socket.gethostname()}:{os.getpid()}"
+    return f"{name}@{ray.get_runtime_context().get_node_id()[:12]}" if ray.is_initialized() else name

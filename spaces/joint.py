@@ -1,0 +1,58 @@
+"""Joint spaces: depth x quant or depth x sparsity in one genome, one exact budget per component.
+
+The genome is the depth genome followed by the linear space's genome; switch groups stay within a component, so
+the level switch keeps both budgets exact (blocks dropped, and the average bits or sparsity over all decoder
+linears). ``cost`` reports what the assembled candidate really holds: the linears of dropped blocks count for
+nothing, so its parameters (sparsity) or bytes (quant) vary between genomes of one budget pair, exactly known.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from torch import nn
+
+from paretopress.spaces.base import Space
+from paretopress.spaces.depth import DepthSpace
+from paretopress.spaces.genome import Genome
+from paretopress.spaces.linear import LinearSpace
+
+
+class JointSpace(Space):
+    kind = "joint"
+
+    def __init__(self, depth: DepthSpace, linear: LinearSpace) -> None:
+        self.depth, self.linear = depth, linear
+        self.units = depth.units + linear.units
+        self.num_levels = depth.num_levels + linear.num_levels
+        offset = len(depth.units)
+        self.switch_groups = depth.switch_groups + tuple(tuple(i + offset for i in g) for g in linear.switch_groups)
+        self.group_targets = depth.group_targets + linear.group_targets
+
+    def split(self, genome: Genome) -> tuple[Genome, Genome]:
+        cut = len(self.depth.units)
+        return Genome(genome.levels[:cut]), Genome(genome.levels[cut:])
+
+    def cost(self, genome: Genome) -> dict[str, float]:
+        depth_genome, linear_genome = self.split(genome)
+        depth_cost = self.depth.cost(depth_genome)
+        dropped = [f"{u}." for u, level in zip(self.depth.units, depth_genome.levels, strict=True) if level]
+        kept = {i: level for i, (unit, level) in enumerate(zip(self.linear.units, linear_genome.levels, strict=True))
+                if not unit.startswith(tuple(dropped))}
+        return {**self.linear.cost(linear_genome), **depth_cost, **self.linear.kept_cost(kept, depth_cost["params"])}
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "depth": self.depth.describe(), self.linear.kind: self.linear.describe(),
+                "units": list(self.units)}
+
+    @contextmanager
+    def applied(self, model: nn.Module, genome: Genome) -> Iterator[nn.Module]:
+        """Swap the linears' weights first (by their original names), then skip the dropped blocks."""
+        depth_genome, linear_genome = self.split(genome)
+        with self.linear.applied(model, linear_genome), self.depth.applied(model, depth_genome):
+            yield model
+
+    def materialise(self, model: nn.Module, genome: Genome) -> nn.Module:
+        depth_genome, linear_genome = self.split(genome)
+        return self.depth.materialise(self.linear.materialise(model, linear_genome), depth_genome)

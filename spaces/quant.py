@@ -1,0 +1,115 @@
+"""The quant space: a bit-width per decoder linear layer, group-wise asymmetric quantization.
+
+Each group of ``group_size`` input columns of a row has a float16 scale and an integer zero point of the same width
+as the codes, so a unit of ``numel`` weights in ``G`` groups at ``b`` bits costs ``b * (numel + G) + 16 * G`` bits.
+Bit-widths are evenly spaced, so a level step changes a unit's cost by the same amount at every level, and units
+switch levels only with units of the same ``(numel, G)``: each switch group keeps a fixed level sum, hence the
+average bits per weight (scales and zero points counted) of every genome is the same, known exactly.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Literal
+
+import torch
+from torch import nn
+
+from paretopress.errors import UserError
+from paretopress.spaces import levels
+from paretopress.spaces.genome import Genome
+from paretopress.spaces.linear import LinearSpace
+
+QuantBuilder = Literal["rtn", "gptq"]
+SUPPORTED_BITS = tuple(range(2, 9))
+SCALE_BITS = 16
+
+
+class QuantSpace(LinearSpace):
+    kind = "quant"
+
+    def __init__(self, model: nn.Module, bits: float, widths: list[int], builder: QuantBuilder,
+                 group_size: int = 128, tie: bool = False) -> None:
+        super().__init__(model, tie)
+        self.widths = tuple(sorted(set(widths), reverse=True))  # level 0 = the most bits
+        _check_widths(self.widths)
+        self.builder, self.group_size = builder, group_size
+        self.needs_calibration = builder == "gptq"
+        self.groups_per_unit = tuple(rows * math.ceil(cols / group_size) for rows, cols in self.shapes)
+        self.weights = sum(self.numels)
+        self.num_levels = (len(self.widths),) * len(self.units)
+        classes: dict[tuple[int, int], list[int]] = {}
+        for i, shape_class in enumerate(zip(self.numels, self.groups_per_unit, strict=True)):
+            classes.setdefault(shape_class, []).append(i)
+        self.switch_groups = tuple(tuple(members) for members in classes.values())
+        self.bits = bits
+        self.group_targets = self._targets(bits)
+
+    def unit_bits(self, index: int, level: int) -> int:
+        width, groups = self.widths[level], self.groups_per_unit[index]
+        return width * (self.numels[index] + groups) + SCALE_BITS * groups
+
+    def _average(self, levels_per_unit: list[int]) -> float:
+        return sum(self.unit_bits(i, level) for i, level in enumerate(levels_per_unit)) / self.weights
+
+    def _targets(self, bits: float) -> tuple[int, ...]:
+        """Level sums per switch group whose average is the largest not above ``bits`` that spreads evenly.
+
+        The same fraction of level steps is taken in every group (rounded up, so the budget is never exceeded);
+        the resulting exact average is what ``cost`` reports for every genome.
+        """
+        top = len(self.widths) - 1
+        most, least = self._average([0] * len(self.units)), self._average([top] * len(self.units))
+        if not least <= bits <= most:
+            raise UserError(
+                f"quant budget {bits:g} average bits is impossible: with bit-widths {sorted(self.widths)} and group "
+                f"size {self.group_size} (scales and zero points counted) the average lies between {least:.4f} and "
+                f"{most:.4f}"
+            )
+        fraction = (most - bits) / (most - least)
+        return tuple(min(len(g) * top, math.ceil(fraction * len(g) * top - 1e-9)) for g in self.switch_groups)
+
+    def identity(self) -> dict:
+        return {"kind": self.kind, "builder": self.builder, "widths": self.widths, "group_size": self.group_size}
+
+    def cost(self, genome: Genome) -> dict[str, float]:
+        total = sum(self.unit_bits(i, level) for i, level in enumerate(genome.levels))
+        return {"params": self.total_params, "bits": total / self.weights, "bytes": total / 8}
+
+    def kept_cost(self, kept: dict[int, int], params: float) -> dict[str, float]:
+        return {"bytes": sum(self.unit_bits(i, level) for i, level in kept.items()) / 8}
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "bits": self.bits, "widths": list(self.widths), "group_size": self.group_size,
+                "builder": self.builder, "tie": self.tie, "units": list(self.units)}
+
+    def build_unit(self, index: int, weight: torch.Tensor, xtx: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        widths = list(self.widths)
+        quantized = (levels.gptq(weight, xtx, widths, self.group_size) if self.builder == "gptq"
+                     else levels.rtn(weight, widths, self.group_size))
+        unit, stored = self.units[index], {}
+        for level, width in enumerate(widths):
+            stored[f"{unit}.{width}.codes"] = levels.pack_bits(quantized.codes[level], width)
+            stored[f"{unit}.{width}.scale"] = quantized.scale[level].contiguous()
+            stored[f"{unit}.{width}.zero"] = quantized.zero[level].contiguous()
+        return stored
+
+    def level_weight(self, index: int, level: int, dense: torch.Tensor) -> torch.Tensor:
+        """Dequantized from the packed codes on first use in a process (the database holds no float copies)."""
+        prefix = f"{self.units[index]}.{self.widths[level]}"
+        codes = levels.unpack_bits(self._stored(f"{prefix}.codes"), self.widths[level], self.shapes[index])
+        return levels.dequantize(codes, self._stored(f"{prefix}.scale"), self._stored(f"{prefix}.zero"),
+                                 self.group_size)
+
+
+def _check_widths(widths: tuple[int, ...]) -> None:
+    unsupported = [w for w in widths if w not in SUPPORTED_BITS]
+    if unsupported:
+        raise UserError(f"bit-width {unsupported[0]} is not supported: choose bit-widths from 2 to 8")
+    if len(widths) < 2:
+        raise UserError(f"the quant space needs at least two bit-widths to choose from, not {list(widths)}")
+    gaps = {a - b for a, b in itertools.pairwise(widths)}
+    if len(gaps) != 1:
+        raise UserError(f"bit-widths {sorted(widths)} must be evenly spaced (e.g. 2,3,4,5,6 or 2,4,6,8), so that a "
+                        "level switch keeps the average bits exact")

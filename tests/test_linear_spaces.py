@@ -1,0 +1,264 @@
+"""Sparsity and quant spaces on the tiny model: exact budgets, the level database, assembly by reference, export."""
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from transformers import AutoModelForCausalLM
+
+from paretopress.errors import UserError
+from paretopress.job import JobSpec
+from paretopress.params import count_nonzero_parameters
+from paretopress.search.controller import build_space
+from paretopress.search.export import export_candidate
+from paretopress.search.leveldb import check_database
+from paretopress.search.operators import level_switch
+from paretopress.search.runner import run_job
+from paretopress.spaces import levels
+from paretopress.spaces.database import LevelDatabase
+from paretopress.spaces.quant import QuantSpace
+from paretopress.spaces.sparsity import SparsitySpace
+from tests import test_cli
+from tests.test_cli import job_yaml
+
+SPARSITY = {"kind": "sparsity", "sparsity": 0.5, "builder": "wanda", "levels": 3, "calibration_samples": 8}
+QUANT = {"kind": "quant", "bits": 3.5, "widths": [2, 3, 4], "group_size": 16, "builder": "gptq",
+         "calibration_samples": 8}
+
+
+def job(tiny_model, text_files, space, **changes) -> JobSpec:
+    return JobSpec.model_validate(job_yaml(tiny_model, text_files, space=space, **changes))
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model):
+    return AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
+
+
+@pytest.fixture(scope="module")
+def budget_spaces(model):
+    sparsity = {(s, side): SparsitySpace(model, s, "magnitude", side) for s in (0.2, 0.5, 0.7) for side in (1, 4)}
+    quant = {(b, w): QuantSpace(model, b, list(w), "rtn", 32) for b in (3.0, 3.6, 4.5) for w in ((2, 3, 4), (2, 4, 6))}
+    return {**sparsity, **quant}
+
+
+@settings(max_examples=150, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), index=st.integers(0, 11), steps=st.integers(1, 15))
+def test_every_genome_of_a_space_has_the_same_exact_budget(budget_spaces, seed, index, steps):
+    """Random feasible genomes and chains of level switches never move the average sparsity or bits by one unit."""
+    space = list(budget_spaces.values())[index]
+    rng = np.random.default_rng(seed)
+    metric = "sparsity" if isinstance(space, SparsitySpace) else "bits"
+    uniform = space.cost(space.uniform())
+    genome = space.random_genome(rng)
+    for _ in range(steps):
+        assert space.is_feasible(genome)
+        assert space.cost(genome) == uniform  # exact: integer counts of weights and bits, same division
+        genome = level_switch(genome, space, rng)
+    if metric == "sparsity":
+        assert abs(uniform["sparsity"] - space.sparsity) < 1e-4
+    else:
+        assert uniform["bits"] <= space.bits and space.bits - uniform["bits"] < 0.1
+
+
+def test_sparsity_uniform_genome_prunes_every_layer_to_the_budget(budget_spaces):
+    space = budget_spaces[(0.5, 4)]
+    genome = space.uniform()
+    assert space.is_feasible(genome) and max(space.num_levels) == 9 and min(space.num_levels) < 9
+    assert all(r[level] == round(0.5 * n) for r, n, level in zip(space.removed, space.numels, genome.levels,
+                                                                   strict=True))
+
+
+@pytest.mark.parametrize("builder", ["magnitude", "wanda", "sparsegpt"])
+def test_sparsity_candidates_have_exactly_the_nonzeros_the_space_says(model, tiny_model, text_files, builder):
+    space = build_space(job(tiny_model, text_files, {**SPARSITY, "builder": builder}), model)
+    pointers = {name: p.data_ptr() for name, p in model.named_parameters()}
+    tokens = torch.randint(0, model.config.vocab_size, (2, 16))
+    with torch.inference_mode():
+        before = model(input_ids=tokens).logits
+    genome = level_switch(space.uniform(), space, np.random.default_rng(0))
+    with space.applied(model, genome) as candidate:
+        assert count_nonzero_parameters(candidate) == space.cost(genome)["params"]
+        first = [candidate.get_submodule(u).weight for u in space.units]
+    with space.applied(model, genome) as candidate:  # assembled again: the same tensors, nothing recomputed
+        assert all(a.data_ptr() == candidate.get_submodule(u).weight.data_ptr()
+                   for a, u in zip(first, space.units, strict=True))
+    assert {name: p.data_ptr() for name, p in model.named_parameters()} == pointers
+    with torch.inference_mode():
+        assert torch.equal(model(input_ids=tokens).logits, before)
+
+
+def test_sparsegpt_levels_are_references_into_the_memory_mapped_database(model, tiny_model, text_files):
+    space = build_space(job(tiny_model, text_files, {**SPARSITY, "builder": "sparsegpt"}), model)
+    genome = space.uniform()
+    with space.applied(model, genome) as candidate:
+        unit = space.units[0]
+        stored = space.database.tensor(f"{unit}.{genome.levels[0]}")
+        assert candidate.get_submodule(unit).weight.data_ptr() == stored.data_ptr()
+
+
+def test_quant_levels_are_packed_codes_and_candidates_use_few_values(model, tiny_model, text_files):
+    space = build_space(job(tiny_model, text_files, QUANT), model)
+    unit, (rows, cols) = space.units[0], space.shapes[0]
+    for width in space.widths:
+        assert space.database.tensor(f"{unit}.{width}.codes").numel() == -(-rows * cols * width // 8)
+    genome = space.uniform()
+    with space.applied(model, genome) as candidate:
+        for i, unit in enumerate(space.units):
+            weight = candidate.get_submodule(unit).weight
+            width = space.widths[genome.levels[i]]
+            assert all(torch.unique(weight[r, :16]).numel() <= 2**width for r in range(3))
+
+
+def test_the_space_travels_to_workers_without_tensors(model, tiny_model, text_files):
+    space = build_space(job(tiny_model, text_files, SPARSITY), model)
+    with space.applied(model, space.uniform()):
+        pass  # fills this process's cache
+    payload = pickle.dumps(space)
+    assert len(payload) < 20_000
+    clone = pickle.loads(payload)
+    with clone.applied(model, space.uniform()) as candidate:
+        assert count_nonzero_parameters(candidate) == space.cost(space.uniform())["params"]
+
+
+def test_database_is_reused_and_a_damaged_one_rebuilt(model, tiny_model, text_files, caplog):
+    spec = job(tiny_model, text_files, {**SPARSITY, "builder": "magnitude", "levels": 2})
+    path = build_space(spec, model).database.path
+    stamp = path.stat().st_mtime_ns
+    assert build_space(spec, model).database.path == path and path.stat().st_mtime_ns == stamp  # reused
+    other = build_space(job(tiny_model, text_files, {**SPARSITY, "builder": "magnitude", "levels": 2,
+                                                     "calibration_samples": 4, "sparsity": 0.4}), model)
+    assert other.database.path != path  # another budget: another key, another file
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0xFF
+    path.write_bytes(bytes(data))
+    key = path.stem
+    assert "damaged" in check_database(path, key)
+    build_space(spec, model)
+    assert "rebuilding" in caplog.text and check_database(path, key) is None
+    with pytest.raises(RuntimeError, match="expected 'wrong'"):
+        LevelDatabase(path, "wrong").tensor(f"{other.units[0]}.removal")
+
+
+def test_reconstruction_beats_the_calibration_free_builders_on_correlated_inputs():
+    """Same check as the real-model test, on a synthetic layer whose inputs have unequal, correlated columns."""
+    torch.manual_seed(0)
+    weight, mix = torch.randn(48, 256), torch.randn(256, 256) / 16
+    x = (torch.randn(4096, 256) @ mix + torch.randn(4096, 256)) * torch.linspace(0.1, 3, 256)
+    xtx = x.T @ x
+    error = lambda w: float(torch.einsum("ij,jk,ik->", w - weight, xtx, w - weight))  # noqa: E731
+    removed = [weight.numel() // 2]
+    magnitude = weight.masked_fill(levels.removal_levels(levels.magnitude_positions(weight), removed) == 0, 0)
+    assert error(levels.sparsegpt(weight, xtx, removed)[0]) < error(magnitude)
+    rtn, gptq = levels.rtn(weight, [3], 128), levels.gptq(weight, xtx, [3], 128)
+    assert error(levels.dequantize(gptq.codes[0], gptq.scale[0], gptq.zero[0], 128)) < error(
+        levels.dequantize(rtn.codes[0], rtn.scale[0], rtn.zero[0], 128))
+
+
+@pytest.mark.parametrize("space", [SPARSITY, QUANT], ids=["sparsity", "quant"])
+def test_study_and_export_match_the_store(space, tiny_model, text_files, tmp_path):
+    spec = job(tiny_model, text_files, space, **{"strategy.generations": 2})
+    outcome = run_job(spec, tmp_path / "s.db", executor="local")
+    assert {"initial", "evopress"} <= set(outcome.metrics)
+    report = export_candidate(tmp_path / "s.db", "tiny", "best", tmp_path / "export")
+    assert report.relative_difference("ppl") < 1e-3 and report.relative_difference("kl") < 1e-3
+    if space["kind"] == "sparsity":
+        assert report.measured["params"] == report.stored["params"]
+
+
+def test_impossible_sparsity_step_is_a_user_error(model):
+    with pytest.raises(UserError, match="choose a smaller step"):
+        SparsitySpace(model, 0.5, "magnitude", 2, step=10**9)
+
+
+@pytest.mark.parametrize("space", [SPARSITY, QUANT], ids=["sparsity", "quant"])
+def test_tied_linears_share_one_level_and_keep_the_budget(space, model, tiny_model, text_files):
+    """q/k/v and gate/up become one unit each; their members get row slices of one stacked level."""
+    tied = build_space(job(tiny_model, text_files, {**space, "tie": True}), model)
+    assert len(tied.units) == 6 * 4 and "model.layers.0.self_attn.q_proj+k_proj+v_proj" in tied.units
+    rng = np.random.default_rng(0)
+    genome = tied.random_genome(rng)
+    for _ in range(10):
+        genome = level_switch(genome, tied, rng)
+        assert tied.cost(genome) == tied.cost(tied.uniform())
+    index = tied.units.index("model.layers.0.mlp.gate_proj+up_proj")
+    with tied.applied(model, genome) as candidate:
+        gate, up = (candidate.get_submodule(f"model.layers.0.mlp.{n}").weight for n in ("gate_proj", "up_proj"))
+        assert up.data_ptr() == gate.data_ptr() + gate.numel() * gate.element_size()  # slices of one tensor
+        if space["kind"] == "sparsity":
+            assert count_nonzero_parameters(candidate) == tied.cost(genome)["params"]
+            removed = int((gate == 0).sum() + (up == 0).sum())
+            assert removed == tied.removed[index][genome.levels[index]]
+
+
+JOINTS = {"depth x sparsity": {"kind": "joint", "depth": {"drop": 2}, "sparsity": {**SPARSITY, "builder": "magnitude"}},
+          "depth x quant": {"kind": "joint", "depth": {"granularity": "sublayer", "drop": 3},
+                            "quant": {**QUANT, "builder": "rtn"}}}
+
+
+@pytest.fixture(scope="module")
+def joint_spaces(model, tiny_model, text_files, tmp_path_factory):
+    with pytest.MonkeyPatch.context() as patch:  # the per-test cache fixture does not reach module fixtures
+        patch.setenv("PARETOPRESS_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+        return {name: build_space(job(tiny_model, text_files, space), model) for name, space in JOINTS.items()}
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), name=st.sampled_from(list(JOINTS)), steps=st.integers(1, 15))
+def test_joint_mutation_keeps_every_component_budget_exact(joint_spaces, seed, name, steps):
+    space = joint_spaces[name]
+    rng = np.random.default_rng(seed)
+    genome = space.random_genome(rng)
+    budget = "sparsity" if "sparsity" in name else "bits"
+    expected = space.cost(genome)
+    for _ in range(steps):
+        genome = level_switch(genome, space, rng)
+        cost = space.cost(genome)
+        assert space.is_feasible(genome)
+        assert cost["dropped"] == space.depth.drop and cost[budget] == expected[budget]
+
+
+@pytest.mark.parametrize("name", list(JOINTS))
+def test_joint_cost_is_what_the_assembled_candidate_holds(joint_spaces, model, name):
+    space = joint_spaces[name]
+    genome = space.random_genome(np.random.default_rng(3))
+    depth_genome, linear_genome = space.split(genome)
+    dropped = [u for u, level in zip(space.depth.units, depth_genome.levels, strict=True) if level]
+    kept = {i: level for i, (u, level) in enumerate(zip(space.linear.units, linear_genome.levels, strict=True))
+            if not any(u.startswith(f"{d}.") for d in dropped)}
+    with space.applied(model, genome) as candidate:
+        assert len(candidate.model.layers) == len(space.depth.kept_blocks(depth_genome))
+        if "sparsity" in name:
+            assert count_nonzero_parameters(candidate) == space.cost(genome)["params"]
+        else:
+            assert space.cost(genome)["bytes"] == sum(space.linear.unit_bits(i, level) for i, level in kept.items()) / 8
+
+
+def test_joint_study_and_export_match_the_store(tiny_model, text_files, tmp_path):
+    spec = job(tiny_model, text_files, JOINTS["depth x quant"], **{"strategy.generations": 2})
+    run_job(spec, tmp_path / "j.db", executor="local")
+    report = export_candidate(tmp_path / "j.db", "tiny", "best", tmp_path / "export")
+    assert report.relative_difference("ppl") < 1e-3 and report.relative_difference("kl") < 1e-3
+
+
+BAD_SPACES = {
+    "unknown level builder": ({"space": {**SPARSITY, "builder": "obs"}}, "space.builder"),
+    "sparsity over 100%": ({"space": {**SPARSITY, "sparsity": 1.2}}, "sparsity budget 1.2 is impossible"),
+    "bits below the smallest width": ({"space": {**QUANT, "bits": 1.5}}, "quant budget 1.5 average bits is impossible"),
+    "unsupported bit-width": ({"space": {**QUANT, "widths": [4, 16]}}, "bit-width 16 is not supported"),
+    "uneven bit-widths": ({"space": {**QUANT, "widths": [2, 3, 4, 8]}}, "evenly spaced"),
+    "nsga2 on sparsity": ({"space": SPARSITY, "strategy": {"kind": "nsga2", "generations": 1, "population": 2,
+                                                             "tokens": 32}}, "nsga2 searches depth spaces only"),
+    "joint without a linear space": ({"space": {"kind": "joint", "depth": {"drop": 2}}}, "exactly one of quant"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_SPACES), ids=list(BAD_SPACES))
+def test_bad_space_is_one_line_exit_2_and_leaves_the_store(case, tiny_model, text_files, tmp_path, capsys,
+                                                           monkeypatch):
+    """The CLI's bad-input check (tests/test_cli.py) with these spaces' impossible requests."""
+    monkeypatch.setitem(test_cli.BAD_JOBS, case, BAD_SPACES[case])
+    test_cli.test_bad_job_files(case, tiny_model, text_files, tmp_path, capsys)
