@@ -53,11 +53,13 @@ def run_job(
     ``wrap_executor`` lets tests interpose on the real executor (e.g. to interrupt a run part-way).
     """
     check_writable(Path(db_path))
+    # Data first: its errors come fast, and in a job submitted to a Ray cluster `datasets` failed with
+    # "[Errno 2] No such file or directory" when it loaded after ray.init (tests/test_cluster.py).
+    documents = load_documents(job.data, heldout_fraction=job.evaluation.heldout_fraction)
     if executor == "ray":
-        connect_ray(address)  # an unreachable cluster fails here, before minutes of model and data loading
+        connect_ray(address)  # an unreachable cluster fails here, before minutes of model loading
     elif address:
         raise UserError("--address names a Ray cluster; it cannot be combined with --executor local")
-    documents = load_documents(job.data, heldout_fraction=job.evaluation.heldout_fraction)  # fast errors first
     model = load_model(job.model)
     space = build_space(job, model)
     pools = prepare_pools(job, model, documents)
