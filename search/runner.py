@@ -15,7 +15,7 @@ from paretopress.search.models import load_model
 from paretopress.search.samples import prepare_pools
 from paretopress.search.store import Store, check_writable
 from paretopress.search.worker import SampleSet
-from paretopress.spaces.depth import DepthSpace
+from paretopress.spaces.base import Space
 from paretopress.spaces.genome import Genome
 
 DENSE = "dense"
@@ -79,7 +79,7 @@ def run_job(
         store.close()
 
 
-def _search(job, store, study_id, space: DepthSpace, pools: dict[str, SampleSet], executor, on_progress,
+def _search(job, store, study_id, space: Space, pools: dict[str, SampleSet], executor, on_progress,
             wrap_executor) -> tuple[dict[str, Genome], dict[str, dict[str, float]], Controller]:
     worker_args = dict(model=job.model, space=space, pools=pools, batch_size=job.run.batch_size)
     if executor == "ray":

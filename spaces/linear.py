@@ -111,7 +111,7 @@ class LinearSpace(Space):
         return Genome(tuple(levels))
 
     def _weight(self, model: nn.Module, index: int, level: int) -> torch.Tensor:
-        """A level's weight, kept in a per-process LRU cache of at most two tensors per unit.
+        """A level's weight, kept in a per-process LRU cache holding at most twice as many tensors as there are units.
 
         Stored views (SparseGPT levels) cost nothing to keep; masked and dequantized tensors are computed on first
         use in this process and then reused, so a search that revisits levels does not recompute them.

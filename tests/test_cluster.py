@@ -3,6 +3,7 @@
 Studies run across the nodes through `--address`, and through the job server with `paretopress submit`.
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -67,21 +68,13 @@ class Cluster:
 
     def stop(self) -> None:
         for node in reversed(self.nodes):
-            with contextlib_suppress():
+            with contextlib.suppress(ProcessLookupError):  # a node may already be gone
                 os.killpg(node.pid, signal.SIGTERM)
         for node in self.nodes:
             try:
                 node.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 os.killpg(node.pid, signal.SIGKILL)
-
-
-class contextlib_suppress:  # a node may already be gone
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, *_):
-        return kind is ProcessLookupError
 
 
 @pytest.fixture(scope="module")
