@@ -25,6 +25,7 @@ STUDY_COLUMNS = ["id", "name", "status", "model", "space", "granularity", "budge
                  "created", "updated"]
 CANDIDATE_COLUMNS = ["candidate", "origin", "generation", "parent", "genome", "compressed"]
 HYPERVOLUME_COLUMNS = ["study", "generation", "hypervolume", "objectives", "reference"]
+BASELINE_COLUMNS = ["method", "label", "candidate", "seconds", "passes", "settings"]
 
 
 def open_store(path: str | Path) -> StoreView:
@@ -117,6 +118,19 @@ class StoreView:
                 for h in self.store.hypervolumes(study_row.id)]
         return pd.DataFrame(rows, columns=HYPERVOLUME_COLUMNS)
 
+    def baselines(self, study: str | int) -> pd.DataFrame:
+        """One row per baseline genome: its method and label, candidate, held-out values, and the run's cost."""
+        study_id = self.store.study(study).id
+        if not inspect(self.store.engine).has_table("baseline_runs"):  # stores written before baselines existed
+            return pd.DataFrame(columns=BASELINE_COLUMNS)
+        heldout: dict[int, dict[str, float]] = {}
+        for e in self.store.evaluations(study_id, HELDOUT):
+            heldout.setdefault(e.candidate_id, {})[e.evaluator] = e.value
+        rows = [{"method": r.method, "label": r.label, "candidate": r.candidate_id, "seconds": r.seconds,
+                 "passes": r.passes, "settings": r.settings, **heldout.get(r.candidate_id, {})}
+                for r in self.store.baseline_runs(study_id)]
+        return _frame(rows, BASELINE_COLUMNS)
+
     def genome(self, study: str | int, candidate: int) -> pd.DataFrame:
         """The level of every unit of one candidate, in the space's unit order (0 = least compressed)."""
         study_row = self.store.study(study)
@@ -133,4 +147,5 @@ def _budget(space: dict) -> str:
 def _frame(rows: list[dict], leading: list[str]) -> pd.DataFrame:
     """Rows as a frame whose leading columns exist even when there are no rows yet."""
     columns = [*leading, *dict.fromkeys(k for row in rows for k in row if k not in leading)]
-    return pd.DataFrame(rows, columns=columns).astype({"generation": "Int64"})
+    frame = pd.DataFrame(rows, columns=columns)
+    return frame.astype({"generation": "Int64"}) if "generation" in frame else frame

@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from paretopress.errors import UserError
+from paretopress.errors import UserError, disk_error
 
 DEFAULT_DB = "paretopress.db"
 CLUSTER_DB = "~/paretopress.db"  # on the head node: a submitted job's working directory is temporary
@@ -28,6 +28,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--db", default=DEFAULT_DB, help=f"SQLite store (default: {DEFAULT_DB})")
     run.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
     run.add_argument("--executor", choices=("ray", "local"), default="ray", help="where evaluations run")
+
+    baseline = commands.add_parser("baseline", help="run only the one-shot baselines a job file names, no search")
+    baseline.add_argument("job", help="job file (YAML) with a `baselines:` list")
+    baseline.add_argument("--db", default=DEFAULT_DB, help=f"SQLite store (default: {DEFAULT_DB})")
+    baseline.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
+    baseline.add_argument("--executor", choices=("ray", "local"), default="ray", help="where evaluations run")
 
     studies = commands.add_parser("studies", help="list the studies in a store")
     studies.add_argument("--db", default=DEFAULT_DB)
@@ -59,6 +65,19 @@ def _parser() -> argparse.ArgumentParser:
     doctor = commands.add_parser("doctor", help="check a store's integrity and report orphaned rows")
     doctor.add_argument("db", help="SQLite store")
 
+    profile = commands.add_parser("profile", help="measure a model's latency table (each sub-layer at each width)")
+    profile.add_argument("model", help="built-in alias, local checkpoint directory or Hugging Face model id")
+    profile.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    profile.add_argument("--batch", type=int, default=1, help="sequences per forward pass (default: 1)")
+    profile.add_argument("--seq", type=int, default=128, help="tokens per sequence (default: 128)")
+    profile.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
+    profile.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
+    profile.add_argument("--repeats", type=int, default=30, help="timed rounds; the median is kept (default: 30)")
+    profile.add_argument("--channels", type=float, nargs="+", metavar="FRACTION",
+                         help="kept FFN channel fractions to measure (default: a width job's default grid)")
+    profile.add_argument("--force", action="store_true", help="measure again what the table already holds")
+    profile.add_argument("--db", default=DEFAULT_DB)
+
     export = commands.add_parser("export", help="write a candidate as a config and a loadable checkpoint")
     export.add_argument("study", help="study name or id")
     export.add_argument(
@@ -79,6 +98,11 @@ def main(argv: list[str] | None = None) -> int:
         return getattr(commands, args.command)(args)
     except UserError as error:
         print(f"paretopress: error: {error}", file=sys.stderr)
+        return 2
+    except Exception as error:  # a full or read-only disk is the user's to fix too: one line, not a traceback
+        if (message := disk_error(error)) is None:
+            raise
+        print(f"paretopress: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("paretopress: interrupted; run the same command again to resume", file=sys.stderr)

@@ -11,6 +11,7 @@ import time
 from typing import TYPE_CHECKING, TextIO
 
 from paretopress.api import open_store, plot_front
+from paretopress.errors import UserError
 from paretopress.job import load_job
 from paretopress.search.front import study_front
 from paretopress.search.plots import renderer
@@ -77,6 +78,28 @@ def run(args: argparse.Namespace) -> int:
           f"found {found['ppl']:.3f} ({int(found['params']):,} params, KL {found['kl']:.4f}), candidate {best_id}")
     print(f"store: {args.db}   front: paretopress front {outcome.name} --db {args.db}")
     print(f"export: paretopress export {outcome.name} --candidate {best_id} --db {args.db} --out OUT_DIR")
+    return 0
+
+
+def baseline(args: argparse.Namespace) -> int:
+    """The job's baselines alone: their genomes land in the job's study, so a later `run` reuses them."""
+    from paretopress.search.models import quiet_transformers
+    from paretopress.search.runner import run_job
+
+    quiet_transformers()
+    job = load_job(args.job)
+    if not job.all_baselines:
+        raise UserError(f"job file {args.job} names no baselines; add e.g. `baselines: [{{method: shortgpt}}]`")
+    outcome = run_job(job, args.db, address=args.address, executor=args.executor, search=False)
+    with Store(args.db, readonly=True) as store:
+        runs = {run.label: run for run in store.baseline_runs(outcome.study_id)}
+    rows = []
+    for label, values in outcome.metrics.items():
+        run = runs.get(label)
+        cost = (f"{run.seconds:.1f}", run.passes) if run else ("", "")
+        rows.append((label, f"{int(values['params']):,}", f"{values['kl']:.4f}", f"{values['ppl']:.3f}", *cost))
+    _table(("genome", "params", "held-out kl", "held-out ppl", "seconds", "passes"), rows)
+    print(f"store: {args.db}   front: paretopress front {outcome.name} --db {args.db}")
     return 0
 
 
@@ -157,10 +180,31 @@ def doctor(args: argparse.Namespace) -> int:
     print(", ".join(f"{count} {table}" for table, count in diagnosis.counts.items()))
     for study in diagnosis.unfinished:
         print(f"not completed: {study}; run its job again to resume it")
+    if diagnosis.missing_tables:
+        missing = ", ".join(diagnosis.missing_tables)
+        print(f"tables added since the store was written, created by the next job that writes to it: {missing}")
     for problem in diagnosis.problems:
         print(f"problem: {problem}")
     print("store is sound" if not diagnosis.problems else f"{len(diagnosis.problems)} problem(s) found")
     return 1 if diagnosis.problems else 0
+
+
+def profile(args: argparse.Namespace) -> int:
+    """Measure (or read) the latency table of the model's sub-layer widths on this machine; print it."""
+    from paretopress.search.latency import profile_model
+    from paretopress.search.models import quiet_transformers
+
+    quiet_transformers()
+    table = profile_model(args.model, args.db, device=args.device, batch=args.batch, seq=args.seq, dtype=args.dtype,
+                          threads=args.threads, repeats=args.repeats, channels=args.channels, force=args.force)
+    print(f"latency table on {table.device}, {args.dtype}, batch {args.batch} x {args.seq} tokens (median of "
+          f"{args.repeats} rounds), store {args.db}")
+    _table(("module", "kept", "ms", "of full width"),
+           [(module, kept, f"{1e3 * seconds:.3f}", f"{seconds / table.full[module]:.3f}")
+            for (module, kept), seconds in table.modules.items()])
+    print(f"whole model {1e3 * table.model:.3f} ms; at full width the sub-layers take {1e3 * table.prunable:.3f} ms "
+          f"({table.prunable / table.model:.1%}), the rest of the model {1e3 * (table.model - table.prunable):.3f} ms")
+    return 0
 
 
 def export(args: argparse.Namespace) -> int:

@@ -76,31 +76,82 @@ class QuantSpaceSpec(Closed):
 
 
 class JointSpaceSpec(Closed):
-    """Depth and one per-linear space in one genome, each with its own exact budget: give ``quant`` or ``sparsity``.
+    """Two or three of depth, sparsity and quant in one genome, each with its own exact budget.
 
-    ``depth.drop`` must be one number here. The linear budget is the average over every decoder linear, dropped
-    blocks included; the cost of each candidate (parameters, bytes) counts only what it keeps.
+    ``depth.drop`` must be one number here. The sparsity and quant budgets are averages over every decoder linear,
+    dropped blocks included; the cost of each candidate (parameters, bytes) counts only what it keeps. Sparsity next
+    to quant masks each quantized weight, so its builder must give masks (magnitude or wanda).
     """
 
     kind: Literal["joint"]
-    depth: DepthSpaceSpec
+    depth: DepthSpaceSpec | None = None
     quant: QuantSpaceSpec | None = None
     sparsity: SparsitySpaceSpec | None = None
 
     @model_validator(mode="after")
-    def _one_linear_component(self) -> JointSpaceSpec:
-        if (self.quant is None) == (self.sparsity is None):
-            raise ValueError("a joint space needs exactly one of quant or sparsity next to depth")
-        if isinstance(self.depth.drop, list):
+    def _two_components(self) -> JointSpaceSpec:
+        if sum(c is not None for c in (self.depth, self.quant, self.sparsity)) < 2:
+            raise ValueError("a joint space needs at least two of depth, sparsity and quant")
+        if self.depth is not None and isinstance(self.depth.drop, list):
             raise ValueError("depth.drop: a joint space takes one budget, not a list")
+        if self.quant is not None and self.sparsity is not None and self.sparsity.builder == "sparsegpt":
+            raise ValueError("sparsity.builder: next to quant, sparsity needs mask levels (magnitude or wanda), "
+                             "not sparsegpt")
         return self
 
     @property
-    def linear(self) -> QuantSpaceSpec | SparsitySpaceSpec:
-        return self.quant or self.sparsity  # type: ignore[return-value]
+    def linears(self) -> list[QuantSpaceSpec | SparsitySpaceSpec]:
+        """The per-linear components present, sparsity first."""
+        return [c for c in (self.sparsity, self.quant) if c is not None]
 
 
-SPACES = {"depth": DepthSpaceSpec, "sparsity": SparsitySpaceSpec, "quant": QuantSpaceSpec, "joint": JointSpaceSpec}
+class LatencySpec(Closed):
+    """Where the latency table behind a speedup target is measured: device, dtype, and the batch x sequence length
+    of a prefill pass; ``threads`` CPU threads (default: torch's), ``repeats`` timed rounds (median)."""
+
+    device: Literal["cpu", "cuda"] = "cpu"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    batch: int = Field(1, ge=1)
+    seq: int = Field(128, ge=1)
+    threads: int | None = Field(None, ge=1)
+    repeats: int = Field(30, ge=1)
+
+
+class WidthSpaceSpec(Closed):
+    """KV groups of attention heads and FFN channels kept per layer, searched under a time budget: ``speedup``
+    (one target, or a list for one EvoPress run each) measured against the dense model on ``latency``'s device.
+
+    ``heads`` and ``channels`` are the kept fractions that form each sub-layer's levels (1.0 is always one; 0 drops
+    the sub-layer); channels are rounded to a multiple of ``multiple``. ``builder``: structured OBS on
+    ``calibration_samples`` calibration samples, or magnitude.
+    """
+
+    kind: Literal["width"]
+    speedup: float | list[float]
+    heads: list[float] | None = None  # default: every number of KV groups
+    channels: list[float] = Field(default_factory=lambda: [1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125, 0.0])
+    multiple: int = Field(8, ge=1)
+    builder: Literal["obs", "magnitude"] = "obs"
+    calibration_samples: int = Field(32, ge=1)
+    latency: LatencySpec = Field(default_factory=LatencySpec)
+
+    @field_validator("speedup")
+    @classmethod
+    def _speedups_above_one_and_distinct(cls, speedup: float | list[float]) -> float | list[float]:
+        targets = speedup if isinstance(speedup, list) else [speedup]
+        if not targets or len(set(targets)) != len(targets):
+            raise ValueError(f"speedup targets must be distinct and not empty: {speedup}")
+        if any(t <= 1 for t in targets):
+            raise ValueError(f"a speedup target must be above 1 (1.5 = 1.5x faster), not {speedup}")
+        return speedup
+
+    @property
+    def speedups(self) -> list[float]:
+        return self.speedup if isinstance(self.speedup, list) else [self.speedup]
+
+
+SPACES = {"depth": DepthSpaceSpec, "sparsity": SparsitySpaceSpec, "quant": QuantSpaceSpec, "joint": JointSpaceSpec,
+          "width": WidthSpaceSpec}
 
 
 def _space_kind(value: Any) -> str | None:
@@ -110,9 +161,46 @@ def _space_kind(value: Any) -> str | None:
 
 SpaceSpec = Annotated[
     Annotated[DepthSpaceSpec, Tag("depth")] | Annotated[SparsitySpaceSpec, Tag("sparsity")]
-    | Annotated[QuantSpaceSpec, Tag("quant")] | Annotated[JointSpaceSpec, Tag("joint")],
+    | Annotated[QuantSpaceSpec, Tag("quant")] | Annotated[JointSpaceSpec, Tag("joint")]
+    | Annotated[WidthSpaceSpec, Tag("width")],
     Discriminator(_space_kind),
 ]
+
+
+BaselineMethod = Literal["uniform", "owl", "shortgpt", "angular", "finercut", "spdy"]
+BASELINE_SPACES: dict[str, tuple[str, ...]] = {  # which space kinds each one-shot baseline applies to
+    "uniform": ("sparsity", "quant"),
+    "owl": ("sparsity",),
+    "shortgpt": ("depth",),
+    "angular": ("depth",),
+    "finercut": ("depth",),
+    "spdy": ("depth", "sparsity", "quant", "width"),
+}
+
+
+class BaselineSpec(Closed):
+    """A one-shot baseline; its genome at every budget of the study lands as a candidate named after the method.
+
+    ``samples`` calibration samples of ``evaluation.seq_len`` tokens feed it; ``m`` and ``lambda`` are OWL's outlier
+    threshold and the half-width of its layerwise sparsity range.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    method: BaselineMethod
+    samples: int = Field(8, ge=1)
+    m: float = Field(5.0, gt=0)
+    lam: float = Field(0.08, ge=0, lt=0.5, alias="lambda")
+
+    @model_validator(mode="after")
+    def _owl_settings_for_owl(self) -> BaselineSpec:
+        if self.method != "owl" and {"m", "lam"} & self.model_fields_set:
+            raise ValueError(f"m and lambda are settings of owl, not of {self.method}")
+        return self
+
+    def settings(self) -> dict:
+        """What determines the baseline's genomes (OWL's own settings only for OWL): its identity in the store."""
+        return self.model_dump(mode="json", exclude=None if self.method == "owl" else {"m", "lam"})
 
 
 class StageSpec(Closed):
@@ -131,6 +219,7 @@ class EvoPressSpec(Closed):
     generations: int = Field(20, ge=1)
     offspring: int = Field(8, ge=1)
     stages: list[StageSpec] = Field(default_factory=_default_stages, min_length=1)
+    warm_start: BaselineMethod | None = None
 
     @model_validator(mode="after")
     def _stages_narrow_to_one(self) -> EvoPressSpec:
@@ -145,13 +234,17 @@ class EvoPressSpec(Closed):
 
 
 class NSGA2Spec(Closed):
-    """NSGA-II over every budget up to the space's, for a whole front in one job; one fixed sample set scores all."""
+    """NSGA-II over every budget up to the space's, for a whole front in one job; one fixed sample set scores all.
+
+    On width spaces every genome must reach the smallest speedup target, and ``objectives: [kl, latency]`` makes the
+    estimated time (from the latency table) the second objective instead of the parameter count.
+    """
 
     kind: Literal["nsga2"]
     generations: int = Field(10, ge=1)
     population: int = Field(16, ge=2)
     tokens: int = Field(1024, ge=1)
-    objectives: tuple[Literal["kl", "ppl"], Literal["params"]] = ("kl", "params")
+    objectives: tuple[Literal["kl", "ppl"], Literal["params", "latency"]] = ("kl", "params")
 
 
 STRATEGIES = {"evopress": EvoPressSpec, "nsga2": NSGA2Spec}
@@ -201,6 +294,32 @@ class JobSpec(Closed):
     front: FrontSpec = Field(default_factory=FrontSpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     run: RunSpec = Field(default_factory=RunSpec)
+    baselines: list[BaselineSpec] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _baselines_fit_the_space(self) -> JobSpec:
+        methods = [b.method for b in self.baselines]
+        for index, method in enumerate(methods):
+            if self.space.kind not in BASELINE_SPACES[method]:
+                kinds = " and ".join(BASELINE_SPACES[method])
+                raise ValueError(f"baselines.{index}.method: {method} applies to {kinds} spaces, not {self.space.kind}")
+            if method in methods[:index]:
+                raise ValueError(f"baselines.{index}.method: {method} is listed twice")
+            if self.baselines[index].samples > self.evaluation.calibration_samples:
+                raise ValueError(f"baselines.{index}.samples: {self.baselines[index].samples} is more than "
+                                 f"evaluation.calibration_samples ({self.evaluation.calibration_samples})")
+        warm = getattr(self.strategy, "warm_start", None)
+        if warm is not None and self.space.kind not in BASELINE_SPACES[warm]:
+            raise ValueError(f"strategy.warm_start: {warm} applies to {' and '.join(BASELINE_SPACES[warm])} spaces, "
+                             f"not {self.space.kind}")
+        return self
+
+    @property
+    def all_baselines(self) -> list[BaselineSpec]:
+        """The listed baselines, plus the warm start's method with default settings when it is not listed."""
+        warm = getattr(self.strategy, "warm_start", None)
+        listed = {b.method for b in self.baselines}
+        return [*self.baselines, *([BaselineSpec(method=warm)] if warm and warm not in listed else [])]
 
     @model_validator(mode="after")
     def _samples_fit_the_pool(self) -> JobSpec:
@@ -218,15 +337,28 @@ class JobSpec(Closed):
 
     @model_validator(mode="after")
     def _one_budget_for_nsga2(self) -> JobSpec:
-        if self.strategy.kind == "nsga2" and self.space.kind != "depth":
-            raise ValueError(f"strategy.kind: nsga2 searches depth spaces only, not {self.space.kind}; use evopress")
-        if self.strategy.kind == "nsga2" and isinstance(self.space.drop, list):
+        if self.strategy.kind == "nsga2" and self.space.kind not in ("depth", "width"):
+            raise ValueError(f"strategy.kind: nsga2 searches depth and width spaces only, not {self.space.kind}; "
+                             "use evopress")
+        if self.strategy.kind == "nsga2" and self.space.kind == "depth" and isinstance(self.space.drop, list):
             raise ValueError("space.drop: nsga2 explores every budget up to it; give one number, not a list")
+        if self.strategy.kind == "nsga2" and "latency" in self.strategy.objectives and self.space.kind != "width":
+            raise ValueError("strategy.objectives: latency needs a width space (its latency table)")
         return self
 
     def study_spec(self) -> dict:
-        """What identifies the study: everything but its name and the run settings."""
-        return self.model_dump(mode="json", exclude={"name", "run"})
+        """What identifies the study: everything but its name, the run settings and the baselines.
+
+        Baselines only add candidates, so a study may gain some later; a warm start changes the search, so the
+        settings of the baseline it starts from are part of the study (and an unset warm start leaves no key, as in
+        studies stored before warm starts existed).
+        """
+        spec = self.model_dump(mode="json", exclude={"name", "run", "baselines"})
+        warm = spec["strategy"].pop("warm_start", None)
+        if warm is not None:
+            spec["strategy"]["warm_start"] = next(
+                b for b in self.all_baselines if b.method == warm).settings()
+        return spec
 
 
 def _one_line(error: ValidationError) -> str:

@@ -14,15 +14,21 @@ from paretopress.errors import UserError
 from paretopress.job import load_job
 
 UPLOAD_LIMIT = 100 * 2**20  # Ray refuses working directories above 100 MiB; say so before it does
+TOKEN_HINT = ("export RAY_AUTH_MODE=token and RAY_AUTH_TOKEN=<the cluster's token> (or RAY_AUTH_TOKEN_PATH=<a file "
+              "holding it>), then run the same command again")
 
 
 def _client(address: str | None):
+    from ray.exceptions import AuthenticationError
     from ray.job_submission import JobSubmissionClient
 
+    where = address or "$RAY_API_SERVER_ADDRESS / $RAY_ADDRESS"
     try:
         return JobSubmissionClient(address)
+    except AuthenticationError as error:  # the client checks the server's version first, with our token if any
+        raise UserError(f"the Ray job server at {where} refused us ({str(error).splitlines()[0]}): "
+                        f"{TOKEN_HINT}") from error
     except Exception as error:  # Ray raises ConnectionError, ValueError or RuntimeError depending on the cause
-        where = address or "$RAY_API_SERVER_ADDRESS / $RAY_ADDRESS"
         raise UserError(f"cannot reach the Ray job server at {where}: {str(error).splitlines()[0]}") from error
 
 

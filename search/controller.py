@@ -10,7 +10,15 @@ from dataclasses import dataclass
 import numpy as np
 from torch import nn
 
-from paretopress.job import DepthSpaceSpec, JobSpec, JointSpaceSpec, NSGA2Spec, QuantSpaceSpec, SparsitySpaceSpec
+from paretopress.job import (
+    DepthSpaceSpec,
+    JobSpec,
+    JointSpaceSpec,
+    NSGA2Spec,
+    QuantSpaceSpec,
+    SparsitySpaceSpec,
+    WidthSpaceSpec,
+)
 from paretopress.search.evopress import EvoPress, Stage, stage_samples
 from paretopress.search.executor import Executor
 from paretopress.search.leveldb import attach_database
@@ -25,7 +33,9 @@ from paretopress.spaces.genome import Genome
 from paretopress.spaces.joint import JointSpace
 from paretopress.spaces.linear import LinearSpace
 from paretopress.spaces.quant import QuantSpace
+from paretopress.spaces.sparsequant import SparseQuantSpace
 from paretopress.spaces.sparsity import SparsitySpace
+from paretopress.spaces.width import WidthSpace
 
 REPORT_EVALUATORS = ("kl", "ppl", "params")
 HYPERVOLUME_OBJECTIVES = ("kl", "params_fraction")
@@ -41,10 +51,17 @@ def build_space(job: JobSpec, model: nn.Module) -> Space:
     if isinstance(spec, DepthSpaceSpec):
         return DepthSpace(model, spec.granularity, max(spec.budgets))
     if isinstance(spec, JointSpaceSpec):
-        depth = DepthSpace(model, spec.depth.granularity, spec.depth.budgets[0])
-        linear = linear_space(spec.linear, model)
-        attach_database(linear, job, model, spec.linear.calibration_samples)
-        return JointSpace(depth, linear)
+        linears = [linear_space(component, model) for component in spec.linears]
+        for component, linear in zip(spec.linears, linears, strict=True):
+            attach_database(linear, job, model, component.calibration_samples)
+        linear = SparseQuantSpace(*linears) if len(linears) == 2 else linears[0]
+        if spec.depth is None:
+            return linear
+        return JointSpace(DepthSpace(model, spec.depth.granularity, spec.depth.budgets[0]), linear)
+    if isinstance(spec, WidthSpaceSpec):  # its time budget comes later, from the store's latency table
+        width = WidthSpace(model, spec.heads, spec.channels, spec.builder, spec.multiple)
+        attach_database(width, job, model, spec.calibration_samples)
+        return width
     space = linear_space(spec, model)
     attach_database(space, job, model, spec.calibration_samples)
     return space
@@ -57,29 +74,50 @@ def linear_space(spec: SparsitySpaceSpec | QuantSpaceSpec, model: nn.Module) -> 
     return QuantSpace(model, spec.bits, spec.widths, spec.builder, spec.group_size, spec.tie)
 
 
-def build_strategy(job: JobSpec, space: Space) -> Strategy:
+def build_strategy(job: JobSpec, space: Space, warm: list[Genome] | None = None) -> Strategy:
     """EvoPress at one budget, a sweep of EvoPress runs (one per budget, each seeded as if alone), or NSGA-II.
 
-    On sparsity and quant spaces EvoPress starts from the uniform genome, so the study also confirms the uniform
-    configuration at the same exact budget ("initial"); on joint spaces from a random feasible genome.
+    EvoPress starts from ``warm`` (a baseline's genome per budget, in the job's budget order) when given; else on
+    sparsity and quant spaces from the uniform genome, so the study also confirms the uniform configuration at the
+    same exact budget ("initial"), and elsewhere from a random feasible genome.
     """
     spec, evaluation = job.strategy, job.evaluation
-    if isinstance(space, LinearSpace):
-        return _evopress(job, space, initial=space.uniform())
+    if isinstance(space, LinearSpace | SparseQuantSpace):
+        return _evopress(job, space, initial=warm[0] if warm else space.uniform())
     if isinstance(space, JointSpace):
-        return _evopress(job, space)
+        return _evopress(job, space, initial=warm[0] if warm else None)
+    if isinstance(space, WidthSpace) and not isinstance(spec, NSGA2Spec):  # per target: warm start, else uniform
+        timed = space.at_speedups(job.space.speedups)
+        starts = warm or [at.uniform() for at in timed.values()]
+        runs = {label: _evopress(job, at, initial=start) for (label, at), start in zip(timed.items(), starts,
+                                                                                      strict=True)}
+        return runs[""] if "" in runs else Sweep(runs)
     if isinstance(spec, NSGA2Spec):
         rng = np.random.default_rng(job.seed)
         samples = rng.choice(evaluation.calibration_samples, stage_samples(spec.tokens, evaluation.seq_len),
                              replace=False)
+        violation, initial = _nsga2_budget(job, space, spec.population, rng)
         return NSGA2(
             space, generations=spec.generations, population=spec.population,
-            samples=tuple(sorted(int(i) for i in samples)), seed=job.seed,
-            violation=lambda genome: space.cost(genome)["dropped"] - space.drop,
-            initial=spread_over_budgets(space.at_budget, range(1, space.drop + 1), spec.population, rng),
+            samples=tuple(sorted(int(i) for i in samples)), seed=job.seed, violation=violation, initial=initial,
+            cost=spec.objectives[1],
         )
-    runs = {drop: _evopress(job, space.at_budget(drop)) for drop in job.space.budgets}
+    starts = warm or [None] * len(job.space.budgets)
+    runs = {drop: _evopress(job, space.at_budget(drop), start)
+            for drop, start in zip(job.space.budgets, starts, strict=True)}
     return next(iter(runs.values())) if len(runs) == 1 else Sweep({f"drop={d}": run for d, run in runs.items()})
+
+
+def _nsga2_budget(job: JobSpec, space: Space, population: int, rng: np.random.Generator
+                  ) -> tuple[Callable[[Genome], float], list[Genome]]:
+    """NSGA-II's constraint (over the budget when positive) and first generation: every depth budget up to the
+    space's; on width spaces any genome at least as fast as the smallest speedup target."""
+    if isinstance(space, WidthSpace):
+        limit = space.at_speedup(min(job.space.speedups)).limit
+        return (lambda genome: limit.total(genome.levels) - limit.bound,
+                spread_over_budgets(space.at_speedup, job.space.speedups, population, rng))
+    return (lambda genome: space.cost(genome)["dropped"] - space.drop,
+            spread_over_budgets(space.at_budget, range(1, space.drop + 1), population, rng))
 
 
 def _evopress(job: JobSpec, space: Space, initial: Genome | None = None) -> EvoPress:

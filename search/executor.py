@@ -13,9 +13,10 @@ from typing import Any, Protocol
 
 import ray
 from ray._private import ray_constants
-from ray.exceptions import RayActorError
+from ray.exceptions import AuthenticationError, RayActorError
 
 from paretopress.errors import UserError
+from paretopress.search.cluster import TOKEN_HINT
 from paretopress.search.strategy import Trial
 from paretopress.search.worker import Result, Worker
 
@@ -58,11 +59,26 @@ def connect_ray(address: str | None, num_cpus: int | None = None) -> None:
     address = address or os.environ.get("RAY_ADDRESS")  # set for jobs submitted to a cluster
     if address:
         check_reachable(address)
-        ray.init(address=address, logging_level=logging.WARNING)
+        try:
+            ray.init(address=address, logging_level=logging.WARNING)
+        except (ConnectionError, AuthenticationError) as error:  # after 20 s of retries, or at once without a token
+            raise UserError(_join_error(address, error)) from error
     else:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         _loopback_only()
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING)
+
+
+def _join_error(address: str, error: BaseException) -> str:
+    """One line for a failed ``ray.init``: Ray chains the cause of a refused token as an exception or as its text."""
+    chain: list[BaseException] = []
+    link: BaseException | None = error
+    while link is not None and link not in chain:
+        chain.append(link)
+        link = link.__cause__ or link.__context__
+    if any(isinstance(e, AuthenticationError) or "AuthenticationError" in str(e) for e in chain):
+        return f"the Ray cluster at {address} refused us (a missing or wrong token): {TOKEN_HINT}"
+    return f"cannot join the Ray cluster at {address}: {str(chain[0]).splitlines()[0]}"
 
 
 def check_reachable(address: str, timeout: float = 5.0) -> None:

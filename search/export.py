@@ -6,11 +6,12 @@ The export re-measures held-out metrics on the reloaded checkpoint and reports t
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from paretopress.errors import UserError
 from paretopress.evaluators.metrics import score
@@ -22,6 +23,7 @@ from paretopress.search.models import load_model, load_tokenizer
 from paretopress.search.samples import prepare_pools
 from paretopress.search.store import Store
 from paretopress.search.strategy import HELDOUT
+from paretopress.spaces import pruned
 from paretopress.spaces.genome import Genome
 
 CONFIG_FILE = "paretopress.json"
@@ -60,9 +62,9 @@ def export_candidate(db_path: str | Path, study_ref: str, candidate_ref: str, ou
     pools = prepare_pools(job, model, documents)
     space = build_space(job, model)
     genome = Genome.from_json(candidate.genome)
-    space.materialise(model, genome).save_pretrained(out)
+    remote = save_checkpoint(space.materialise(model, genome), out)
     load_tokenizer(job.model).save_pretrained(out)
-    reloaded = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    reloaded = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32, trust_remote_code=remote).eval()
     heldout = pools[HELDOUT]
     measured = score(reloaded, heldout.tokens, heldout.teacher, REPORT_EVALUATORS, job.run.batch_size)
     config = {
@@ -79,6 +81,18 @@ def export_candidate(db_path: str | Path, study_ref: str, candidate_ref: str, ou
     }
     (out / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
     return ExportReport(out, stored, measured)
+
+
+def save_checkpoint(model: PreTrainedModel, out: Path) -> bool:
+    """``save_pretrained``, plus the per-layer loader where the config cannot describe the shapes; whether it did.
+
+    Such a checkpoint loads with ``AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True)``.
+    """
+    model.save_pretrained(out)
+    remote = hasattr(model.config, pruned.LAYOUT)
+    if remote:
+        shutil.copyfile(pruned.__file__, out / f"{pruned.LOADER_MODULE}.py")
+    return remote
 
 
 def _candidate_id(store: Store, study_id: int, ref: str) -> int:

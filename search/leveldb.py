@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -28,15 +28,14 @@ from paretopress.job import JobSpec
 from paretopress.search.cache import cache_dir
 from paretopress.search.data import load_documents, pack_samples
 from paretopress.search.models import load_tokenizer, model_fingerprint
-from paretopress.spaces.database import KEY_FIELD, LevelDatabase
-from paretopress.spaces.linear import LinearSpace
+from paretopress.spaces.database import KEY_FIELD, LevelDatabase, LevelSource
 
 log = logging.getLogger(__name__)
 
 FORMAT = 1  # bump when the stored layout changes
 
 
-def attach_database(space: LinearSpace, job: JobSpec, model: nn.Module, samples: int) -> LevelDatabase:
+def attach_database(space: LevelSource, job: JobSpec, model: nn.Module, samples: int) -> LevelDatabase:
     """Open the space's level database from the cache, building it first if it is absent or fails its hash.
 
     ``samples`` calibration samples of ``job.evaluation.seq_len`` tokens feed the builders that need them.
@@ -79,21 +78,25 @@ def check_database(path: Path, key: str) -> str | None:
     return None
 
 
-def build_levels(space: LinearSpace, model: nn.Module, tokens: torch.Tensor | None,
+def build_levels(space: LevelSource, model: nn.Module, tokens: torch.Tensor | None,
                  batch_size: int) -> dict[str, torch.Tensor]:
     """Every unit's stored tensors, computed layer by layer with a progress bar on stderr."""
-    first_members = tuple(group[0] for group in space.members)  # members of a tied unit read the same input
-    statistics = calibration_xtx(model, first_members, tokens, batch_size) if tokens is not None else {}
+    inputs = space.calibration_inputs()
+    statistics = calibration_xtx(model, inputs, tokens, batch_size) if tokens is not None else {}
     tensors: dict[str, torch.Tensor] = {}
-    for index, name in enumerate(tqdm(first_members, desc=f"{space.builder} levels", unit="unit")):
-        weight = space.dense_weight(model, index).detach().float()
-        tensors.update(space.build_unit(index, weight, statistics.pop(name, None)))
+    for index, name in enumerate(tqdm(inputs, desc=f"{space.builder} levels", unit="unit")):
+        tensors.update(space.unit_levels(model, index, statistics.pop(name, None)))
     return tensors
 
 
-def calibration_xtx(model: nn.Module, units: tuple[str, ...], tokens: torch.Tensor,
-                    batch_size: int) -> dict[str, torch.Tensor]:
-    """X^T X of every unit's input over the calibration tokens, from one pass of the dense model.
+def xtx(flat: torch.Tensor) -> torch.Tensor:
+    """X^T X of inputs [tokens, features]: the Hessian of a linear layer's squared reconstruction error."""
+    return flat.T @ flat
+
+
+def calibration_xtx(model: nn.Module, units: tuple[str, ...], tokens: torch.Tensor, batch_size: int,
+                    statistic: Callable[[torch.Tensor], torch.Tensor] = xtx) -> dict[str, torch.Tensor]:
+    """A sum over the calibration tokens of ``statistic`` (X^T X by default) of every unit's input, in one pass.
 
     Linears that read the same tensor one after the other (q/k/v, gate/up) share one product instead of computing
     it again; the last input is held by reference, so its identity cannot be taken over by a new tensor.
@@ -106,7 +109,7 @@ def calibration_xtx(model: nn.Module, units: tuple[str, ...], tokens: torch.Tens
             x = inputs[0]
             if last[0] is not x:
                 flat = x.reshape(-1, x.shape[-1]).float()
-                last[:] = [x, flat.T @ flat]
+                last[:] = [x, statistic(flat)]
             if unit in sums:
                 sums[unit] += last[1]
             else:

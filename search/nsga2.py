@@ -7,7 +7,7 @@ one writer, one schema; Optuna's own tables would be a second record of the same
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import optuna
@@ -18,7 +18,8 @@ from paretopress.search.strategy import CALIBRATION, Strategy, Trial
 from paretopress.spaces.base import Space
 from paretopress.spaces.genome import Genome
 
-OBJECTIVES = ("kl", "params")
+OBJECTIVES = ("kl", "params")  # the evaluators every trial runs
+COSTS = {"params": "params", "latency": "time"}  # second objective -> the space's cost entry that ranks the front
 INFEASIBLE = (float("inf"), float("inf"))  # told for genomes over the budget, which are never evaluated
 
 
@@ -40,6 +41,7 @@ class NSGA2(Strategy):
         seed: int,
         violation: Callable[[Genome], float],
         initial: list[Genome],
+        cost: str = "params",
     ) -> None:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.space = space
@@ -47,6 +49,7 @@ class NSGA2(Strategy):
         self.population = population
         self.samples = samples
         self.violation = violation
+        self.cost = cost  # "params" (the evaluator's count) or "latency" (the space's estimate from its table)
         sampler = optuna.samplers.NSGAIISampler(population_size=population, seed=seed)
         self.study = optuna.create_study(directions=["minimize"] * len(OBJECTIVES), sampler=sampler)
         self.distributions = {u: IntDistribution(0, n - 1) for u, n in zip(space.units, space.num_levels, strict=True)}
@@ -79,7 +82,8 @@ class NSGA2(Strategy):
                 continue
             value = next(feasible)
             self._scored[genome] = value["kl"]
-            self.study.tell(trial, [value[o] for o in OBJECTIVES])
+            second = value["params"] if self.cost == "params" else self.space.cost(genome)[COSTS[self.cost]]
+            self.study.tell(trial, [value["kl"], second])
         self._generation += 1
 
     @property
@@ -88,15 +92,15 @@ class NSGA2(Strategy):
 
     def front(self) -> list[tuple[Genome, float]]:
         genomes = list(self._scored)
-        points = [(self._scored[g], self.space.cost(g)["params"]) for g in genomes]
+        points = [(self._scored[g], self.space.cost(g)[COSTS[self.cost]]) for g in genomes]
         return [(genomes[i], self._scored[genomes[i]]) for i in non_dominated(points)]
 
     def final(self) -> dict[str, Genome]:
-        ordered = sorted(self.front(), key=lambda point: self.space.cost(point[0])["params"])
+        ordered = sorted(self.front(), key=lambda point: self.space.cost(point[0])[COSTS[self.cost]])
         return {f"nsga2 {i + 1}": genome for i, (genome, _) in enumerate(ordered)}
 
 
-def spread_over_budgets(at_budget: Callable[[int], Space], budgets: range, count: int,
+def spread_over_budgets(at_budget: Callable[[float], Space], budgets: Sequence[float], count: int,
                         rng: np.random.Generator) -> list[Genome]:
     """``count`` random feasible genomes, their budgets drawn uniformly from ``budgets``."""
-    return [at_budget(int(rng.choice(budgets))).random_genome(rng) for _ in range(count)]
+    return [at_budget(rng.choice(budgets).item()).random_genome(rng) for _ in range(count)]

@@ -32,6 +32,27 @@ def level_switch(genome: Genome, space: Space, rng: np.random.Generator) -> Geno
     return Genome(tuple(levels))
 
 
+def free_switch(genome: Genome, space: Space, rng: np.random.Generator) -> Genome:
+    """The level switch for spaces with a limit: ``flip_count`` flips between any two units, then ``space.repair``.
+
+    Level costs differ between units, so a flip may break the limit or leave budget unused; the repair restores it.
+    """
+    levels = list(genome.levels)
+    for _ in range(flip_count(rng)):
+        can_rise = [i for i, level in enumerate(levels) if level < space.num_levels[i] - 1]
+        up = can_rise[rng.integers(len(can_rise))]
+        can_fall = [i for i, level in enumerate(levels) if level > 0 and i != up]
+        levels[up] += 1
+        if can_fall:
+            levels[can_fall[rng.integers(len(can_fall))]] -= 1
+    return space.repair(Genome(tuple(levels)), rng)
+
+
+def mutate(genome: Genome, space: Space, rng: np.random.Generator) -> Genome:
+    """The mutation every strategy uses: the level switch, or for spaces with a limit the free switch and repair."""
+    return level_switch(genome, space, rng) if space.limit is None else free_switch(genome, space, rng)
+
+
 def distinct_offspring(
     parent: Genome, space: Space, count: int, rng: np.random.Generator, max_tries_per_child: int = 50
 ) -> list[Genome]:
@@ -41,7 +62,7 @@ def distinct_offspring(
     for _ in range(count * max_tries_per_child):
         if len(children) == count:
             break
-        child = level_switch(parent, space, rng)
+        child = mutate(parent, space, rng)
         if child not in seen:
             seen.add(child)
             children.append(child)

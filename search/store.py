@@ -10,7 +10,7 @@ import hashlib
 import json
 import os
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,13 +27,17 @@ from sqlalchemy import (
     event,
     select,
 )
-from sqlalchemy.exc import DatabaseError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from paretopress.errors import UserError
 from paretopress.spaces.genome import Genome
 
 SCHEMA_VERSION = 1
+
+#: How an older store is brought up to date when it is opened for writing: MIGRATIONS[v] turns a version-v store into
+#: a version v + 1 one, in the same transaction as the new version number. A new table needs neither a migration nor
+#: a new version (opening a store for writing creates the tables it lacks); a changed table or column needs both.
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {}
 
 
 def _now() -> datetime:
@@ -106,6 +110,44 @@ class Hypervolume(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
 
 
+class BaselineRun(Base):
+    """A one-shot baseline's genome at one budget of a study, and what computing it cost (the whole run's)."""
+
+    __tablename__ = "baseline_runs"
+    __table_args__ = (UniqueConstraint("study_id", "settings_hash", "label"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    method: Mapped[str] = mapped_column(String)
+    settings: Mapped[dict] = mapped_column(JSON)
+    settings_hash: Mapped[str] = mapped_column(String)
+    label: Mapped[str] = mapped_column(String)
+    candidate_id: Mapped[int] = mapped_column(ForeignKey("candidates.id"))
+    seconds: Mapped[float] = mapped_column(Float)
+    passes: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
+
+
+class Latency(Base):
+    """Median seconds of one module at one width, on one device and input shape: the latency table of speedup targets.
+
+    ``module`` names a sub-layer type by everything but its width that sets its time (or names a whole model);
+    ``level`` is the width (KV groups or FFN channels kept, 0 for the dropped sub-layer). Every study shares the rows.
+    """
+
+    __tablename__ = "latencies"
+    __table_args__ = (UniqueConstraint("device", "dtype", "batch", "seq", "module", "level"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    device: Mapped[str] = mapped_column(String)
+    dtype: Mapped[str] = mapped_column(String)
+    batch: Mapped[int] = mapped_column(Integer)
+    seq: Mapped[int] = mapped_column(Integer)
+    module: Mapped[str] = mapped_column(String)
+    level: Mapped[int] = mapped_column(Integer)
+    seconds: Mapped[float] = mapped_column(Float)
+    repeats: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
+
+
 def sample_key(samples: Iterable[int]) -> str:
     """Canonical text of a sample set: the unique key of an evaluation together with candidate and evaluator."""
     return ",".join(str(i) for i in sorted(samples))
@@ -137,18 +179,53 @@ class Store:
         if readonly:
             if not self.path.exists():
                 raise UserError(f"no store at {self.path}")
+            if (version := check_schema(self.path)) != SCHEMA_VERSION:
+                raise UserError(f"{self.path} has store schema version {version}; run a job on it with this "
+                                f"paretopress (`paretopress run`) to migrate it to version {SCHEMA_VERSION}")
             url = f"sqlite:///file:{self.path.resolve()}?mode=ro&uri=true"
         else:
             check_writable(self.path)
+            if self.path.exists() and self.path.stat().st_size > 0:
+                self._migrate(check_schema(self.path))  # before any other write: a refused file stays untouched
+            else:
+                self._create()
             url = f"sqlite:///{self.path.resolve()}"
         self.engine = create_engine(url)
         event.listen(self.engine, "connect", self._configure_connection)
-        if self.path.exists() and self.path.stat().st_size > 0:
-            self._check_schema()  # before any write: a foreign or newer file is refused untouched
-        elif not readonly:
-            Base.metadata.create_all(self.engine)
-            with Session(self.engine) as session, session.begin():
+        if not readonly:
+            Base.metadata.create_all(self.engine)  # tables added since the file was written; none on a new store
+
+    def _create(self) -> None:
+        """Write a new store under a temporary name, then rename it: a full disk or a crash leaves no half-made store
+        (SQLite through pysqlite commits each CREATE TABLE on its own)."""
+        partial = self.path.with_name(f".{self.path.name}.partial")
+        leftovers = (partial, partial.with_name(f"{partial.name}-journal"))
+        for leftover in leftovers:  # of a creation killed before it could clean up
+            leftover.unlink(missing_ok=True)
+        engine = create_engine(f"sqlite:///{partial.resolve()}")
+        try:
+            Base.metadata.create_all(engine)
+            with Session(engine) as session, session.begin():
                 session.add(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
+        except BaseException:
+            engine.dispose()
+            for leftover in leftovers:
+                leftover.unlink(missing_ok=True)
+            raise
+        engine.dispose()
+        os.replace(partial, self.path)
+
+    def _migrate(self, version: int) -> None:
+        """Run MIGRATIONS from ``version`` up to SCHEMA_VERSION, each step atomic with its version number."""
+        for old in range(version, SCHEMA_VERSION):
+            connection = sqlite3.connect(self.path, isolation_level=None, timeout=30)  # explicit BEGIN: DDL too
+            try:
+                connection.execute("BEGIN IMMEDIATE")
+                MIGRATIONS[old](connection)
+                connection.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(old + 1),))
+                connection.execute("COMMIT")
+            finally:
+                connection.close()  # without COMMIT, closing rolls the step back
 
     def _configure_connection(self, connection: sqlite3.Connection, _record) -> None:
         cursor = connection.cursor()
@@ -158,16 +235,6 @@ class Store:
             cursor.execute("PRAGMA journal_mode = WAL")
             cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.close()
-
-    def _check_schema(self) -> None:
-        try:
-            with Session(self.engine) as session:
-                meta = session.get(Meta, "schema_version")
-        except DatabaseError as error:
-            raise UserError(f"{self.path} is not a paretopress store ({error.orig})") from error
-        if meta is None or meta.value != str(SCHEMA_VERSION):
-            found = meta.value if meta else "none"
-            raise UserError(f"{self.path} has store schema version {found}; this paretopress reads {SCHEMA_VERSION}")
 
     def close(self) -> None:
         self.engine.dispose()
@@ -331,6 +398,85 @@ class Store:
         with Session(self.engine, expire_on_commit=False) as session:
             query = select(Hypervolume).where(Hypervolume.study_id == study_id).order_by(Hypervolume.generation)
             return list(session.scalars(query))
+
+    # -- baselines -----------------------------------------------------------------------------------------------------
+
+    def record_baseline(self, study_id: int, method: str, settings: dict, genomes: dict[str, Genome], seconds: float,
+                        passes: int) -> None:
+        """The genomes of one baseline run (label -> genome) as candidates, with the run's cost, in one transaction."""
+        with Session(self.engine) as session, session.begin():
+            for label, genome in genomes.items():
+                candidate = self._candidate(session, study_id, genome, label, None, None)
+                session.add(BaselineRun(study_id=study_id, method=method, settings=settings,
+                                        settings_hash=spec_hash(settings), label=label, candidate_id=candidate.id,
+                                        seconds=seconds, passes=passes))
+
+    def baseline_genomes(self, study_id: int, settings: dict) -> dict[str, Genome]:
+        """label -> genome of the stored run of a baseline with exactly these settings (empty if none)."""
+        with Session(self.engine) as session:
+            rows = session.execute(
+                select(BaselineRun.label, Candidate.genome)
+                .join(Candidate, Candidate.id == BaselineRun.candidate_id)
+                .where(BaselineRun.study_id == study_id, BaselineRun.settings_hash == spec_hash(settings))
+                .order_by(BaselineRun.id)
+            ).all()
+        return {label: Genome.from_json(genome) for label, genome in rows}
+
+    def baseline_runs(self, study_id: int) -> list[BaselineRun]:
+        with Session(self.engine, expire_on_commit=False) as session:
+            query = select(BaselineRun).where(BaselineRun.study_id == study_id).order_by(BaselineRun.id)
+            return list(session.scalars(query))
+
+
+    # -- latency tables ------------------------------------------------------------------------------------------------
+
+    def latencies(self, device: str, dtype: str, batch: int, seq: int) -> dict[tuple[str, int], float]:
+        """(module, level) -> seconds of every row measured on this device, dtype and input shape."""
+        with Session(self.engine) as session:
+            rows = session.execute(
+                select(Latency.module, Latency.level, Latency.seconds)
+                .where(Latency.device == device, Latency.dtype == dtype, Latency.batch == batch, Latency.seq == seq)
+            ).all()
+        return {(module, level): seconds for module, level, seconds in rows}
+
+    def record_latencies(self, device: str, dtype: str, batch: int, seq: int,
+                         seconds: dict[tuple[str, int], float], repeats: int) -> None:
+        """Write measured times in one transaction; a new measurement of a row replaces the old one."""
+        with Session(self.engine) as session, session.begin():
+            for (module, level), value in seconds.items():
+                row = session.scalar(select(Latency).where(
+                    Latency.device == device, Latency.dtype == dtype, Latency.batch == batch, Latency.seq == seq,
+                    Latency.module == module, Latency.level == level))
+                if row is None:
+                    session.add(Latency(device=device, dtype=dtype, batch=batch, seq=seq, module=module, level=level,
+                                        seconds=value, repeats=repeats))
+                else:
+                    row.seconds, row.repeats, row.created_at = value, repeats, _now()
+
+def check_schema(path: Path) -> int:
+    """The schema version of the store at ``path`` if this paretopress can open it, as it is or once migrated.
+
+    Reads through a read-only connection of its own, so a refused file is left byte-for-byte as it was.
+    """
+    try:
+        connection = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True, timeout=30)
+        try:
+            row = connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        finally:
+            connection.close()
+    except sqlite3.DatabaseError as error:
+        raise UserError(f"{path} is not a paretopress store ({error})") from error
+    found = str(row[0]) if row else "none"
+    if not found.isdigit():
+        raise UserError(f"{path} is not a paretopress store (schema version {found})")
+    version = int(found)
+    if version > SCHEMA_VERSION:
+        raise UserError(f"{path} has store schema version {version}, newer than this paretopress reads "
+                        f"({SCHEMA_VERSION}): upgrade paretopress to open it")
+    if any(old not in MIGRATIONS for old in range(version, SCHEMA_VERSION)):
+        raise UserError(f"{path} has store schema version {version}, which this paretopress (version "
+                        f"{SCHEMA_VERSION}) cannot migrate: open it with the paretopress release that wrote it")
+    return version
 
 
 def check_writable(path: Path) -> None:

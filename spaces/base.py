@@ -8,6 +8,7 @@ from contextlib import AbstractContextManager
 import numpy as np
 from torch import nn
 
+from paretopress.spaces.budget import Limit
 from paretopress.spaces.genome import Genome
 
 
@@ -16,7 +17,8 @@ class Space(ABC):
 
     Budgets are kept exact by construction: a genome is feasible iff, within every switch group, the sum of
     levels equals the group's target. Operators that move one unit up and another of the same group down
-    (EvoPress' level switch) therefore never leave the feasible set.
+    (EvoPress' level switch) therefore never leave the feasible set. A space may instead (or also) have a ``limit``,
+    an inequality budget such as a time budget, which ``repair`` restores after free mutations.
     """
 
     kind: str
@@ -24,6 +26,7 @@ class Space(ABC):
     num_levels: tuple[int, ...]
     switch_groups: tuple[tuple[int, ...], ...]
     group_targets: tuple[int, ...]
+    limit: Limit | None = None
 
     def is_feasible(self, genome: Genome) -> bool:
         if len(genome.levels) != len(self.units):
@@ -33,19 +36,60 @@ class Space(ABC):
         return all(
             sum(genome.levels[i] for i in group) == target
             for group, target in zip(self.switch_groups, self.group_targets, strict=True)
-        )
+        ) and (self.limit is None or self.limit.fits(genome.levels))
 
     def dense(self) -> Genome:
         """The uncompressed model: every unit at level 0 (outside the budget, a reference point)."""
         return Genome((0,) * len(self.units))
 
     def random_genome(self, rng: np.random.Generator) -> Genome:
-        """A uniformly drawn feasible genome: each group's level mass spread one step at a time."""
+        """A uniformly drawn feasible genome: each group's level mass spread one step at a time.
+
+        Under a limit: every unit at a uniformly drawn level, then repaired.
+        """
+        if self.limit is not None:
+            return self.repair(Genome(tuple(int(rng.integers(n)) for n in self.num_levels)), rng)
         levels = [0] * len(self.units)
         for group, target in zip(self.switch_groups, self.group_targets, strict=True):
             for _ in range(target):
                 open_units = [i for i in group if levels[i] < self.num_levels[i] - 1]
                 levels[open_units[rng.integers(len(open_units))]] += 1
+        return Genome(tuple(levels))
+
+    def nearest(self, targets: list[float]) -> Genome:
+        """The feasible genome closest to real-valued per-unit levels (how one-shot methods meet the budget exactly).
+
+        Each target is rounded and clipped to the unit's levels; then, one step at a time, each switch group moves
+        the unit furthest from its target in the direction its budget needs (ties: the lowest index).
+        """
+        levels = [min(max(round(t), 0), n - 1) for t, n in zip(targets, self.num_levels, strict=True)]
+        for group, target in zip(self.switch_groups, self.group_targets, strict=True):
+            while (excess := sum(levels[i] for i in group) - target) != 0:
+                step = -1 if excess > 0 else 1
+                movable = [i for i in group if 0 <= levels[i] + step < self.num_levels[i]]
+                unit = max(movable, key=lambda i: (step * (targets[i] - levels[i]), -i))
+                levels[unit] += step
+        return Genome(tuple(levels))
+
+    def repair(self, genome: Genome, rng: np.random.Generator) -> Genome:
+        """The genome brought within ``limit`` and onto its boundary, by random single-level steps.
+
+        While over the limit, a random unit that can be compressed further moves up a level; then, while some unit
+        can move down a level and stay within the limit, a random one of them does. The result fits, and no single
+        step towards the dense model does: a search spends its whole budget.
+        """
+        levels, limit = list(genome.levels), self.limit
+        total = limit.total(levels)
+        while total > limit.bound:
+            can_rise = [i for i, level in enumerate(levels) if level < self.num_levels[i] - 1]
+            unit = can_rise[rng.integers(len(can_rise))]
+            total += limit.costs[unit][levels[unit] + 1] - limit.costs[unit][levels[unit]]
+            levels[unit] += 1
+        while can_fall := [i for i, level in enumerate(levels)
+                           if level and total - limit.costs[i][level] + limit.costs[i][level - 1] <= limit.bound]:
+            unit = can_fall[rng.integers(len(can_fall))]
+            total += limit.costs[unit][levels[unit] - 1] - limit.costs[unit][levels[unit]]
+            levels[unit] -= 1
         return Genome(tuple(levels))
 
     def as_mapping(self, genome: Genome) -> dict[str, int]:

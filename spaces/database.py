@@ -12,8 +12,10 @@ import json
 import mmap
 import struct
 from pathlib import Path
+from typing import Protocol
 
 import torch
+from torch import nn
 
 DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "U8": torch.uint8, "I64": torch.int64,
           "I32": torch.int32}
@@ -61,3 +63,23 @@ class LevelDatabase:
         flat = torch.frombuffer(self._map, dtype=dtype, count=(end - start) // dtype.itemsize,
                                 offset=self._offset + start)
         return flat.view(entry["shape"])
+
+
+class LevelSource(Protocol):
+    """What the level-database cache needs of a space: its identity, and how to build one unit's stored tensors."""
+
+    builder: str
+    needs_calibration: bool  # whether ``unit_levels`` uses the calibration statistic X^T X
+    units: tuple[str, ...]
+
+    def identity(self) -> dict:
+        """Everything besides model, data and calibration that determines the stored levels (for the cache key)."""
+
+    def calibration_inputs(self) -> tuple[str, ...]:
+        """One module name per unit: the X^T X of that module's input is what ``unit_levels`` gets."""
+
+    def unit_levels(self, model: nn.Module, index: int, xtx: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """Every stored tensor of unit ``index``, named ``{unit}.*``, from the dense ``model``."""
+
+    def attach(self, database: LevelDatabase) -> None:
+        """Read levels from ``database`` from now on (also in the processes the space is pickled to)."""

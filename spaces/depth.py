@@ -15,22 +15,9 @@ from paretopress.params import count_parameters
 from paretopress.spaces.anatomy import Anatomy, read_anatomy
 from paretopress.spaces.base import Space
 from paretopress.spaces.genome import Genome
+from paretopress.spaces.pruned import DroppedAttention, DroppedMLP
 
 Granularity = Literal["block", "sublayer"]
-
-
-class DroppedAttention(nn.Module):
-    """Stands in for a removed attention sub-layer: contributes nothing to the residual stream."""
-
-    def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> tuple[torch.Tensor, None]:
-        return torch.zeros_like(hidden_states), None
-
-
-class DroppedMLP(nn.Module):
-    """Stands in for a removed MLP sub-layer: contributes nothing to the residual stream."""
-
-    def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        return torch.zeros_like(hidden_states)
 
 
 class DepthSpace(Space):
@@ -100,7 +87,7 @@ class DepthSpace(Space):
                 if level:
                     layer_path, _, part = unit.rpartition(".")
                     layer = model.get_submodule(layer_path)
-                    swapped += self._stub(layer, part)
+                    swapped += stub_sublayer(self.anatomy, layer, part)
         self.anatomy.replace_layers(model, nn.ModuleList([original[b] for b in self.kept_blocks(genome)]))
         try:
             yield model
@@ -115,32 +102,37 @@ class DepthSpace(Space):
         A sub-layer whose weights (and biases) are all zero adds exactly zero to the residual stream, so plain
         ``transformers`` loads the result and computes what the search measured.
         """
-        layers = self.anatomy.layers(model)
         if self.granularity == "sublayer":
             with torch.no_grad():
                 for unit, level in zip(self.units, genome.levels, strict=True):
                     if level:
                         for parameter in model.get_submodule(unit).parameters():
                             parameter.zero_()
-        kept = self.kept_blocks(genome)
-        self.anatomy.replace_layers(model, nn.ModuleList([layers[b] for b in kept]))
-        for new_index, layer in enumerate(self.anatomy.layers(model)):
-            for module in layer.modules():
-                if hasattr(module, "layer_idx"):
-                    module.layer_idx = new_index
-        _keep_config_layers(model.config, kept, self.anatomy.num_layers)
+        keep_blocks(model, self.anatomy, self.kept_blocks(genome))
         return model
 
-    def _stub(self, layer: nn.Module, part: str) -> list[tuple[nn.Module, str, nn.Module]]:
-        """Replace one sub-layer (and the norms that only serve it); return what to put back."""
-        is_attention = part == self.anatomy.attention
-        norms = self.anatomy.attention_norms if is_attention else self.anatomy.mlp_norms
-        swapped = [(layer, part, getattr(layer, part))]
-        setattr(layer, part, DroppedAttention() if is_attention else DroppedMLP())
-        for norm in norms:
-            swapped.append((layer, norm, getattr(layer, norm)))
-            setattr(layer, norm, nn.Identity())
-        return swapped
+
+def stub_sublayer(anatomy: Anatomy, layer: nn.Module, part: str) -> list[tuple[nn.Module, str, nn.Module]]:
+    """Replace one sub-layer (and the norms that only serve it) by stand-ins; return what to put back."""
+    is_attention = part == anatomy.attention
+    norms = anatomy.attention_norms if is_attention else anatomy.mlp_norms
+    swapped = [(layer, part, getattr(layer, part))]
+    setattr(layer, part, DroppedAttention() if is_attention else DroppedMLP())
+    for norm in norms:
+        swapped.append((layer, norm, getattr(layer, norm)))
+        setattr(layer, norm, nn.Identity())
+    return swapped
+
+
+def keep_blocks(model: nn.Module, anatomy: Anatomy, kept: list[int]) -> None:
+    """Remove every block not in ``kept`` physically, renumbering the rest and shrinking the config to match."""
+    layers = anatomy.layers(model)
+    anatomy.replace_layers(model, nn.ModuleList([layers[b] for b in kept]))
+    for new_index, layer in enumerate(anatomy.layers(model)):
+        for module in layer.modules():
+            if hasattr(module, "layer_idx"):
+                module.layer_idx = new_index
+    _keep_config_layers(model.config, kept, anatomy.num_layers)
 
 
 def _keep_config_layers(config, kept: list[int], num_layers: int) -> None:

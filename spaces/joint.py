@@ -17,12 +17,13 @@ from paretopress.spaces.base import Space
 from paretopress.spaces.depth import DepthSpace
 from paretopress.spaces.genome import Genome
 from paretopress.spaces.linear import LinearSpace
+from paretopress.spaces.sparsequant import SparseQuantSpace
 
 
 class JointSpace(Space):
     kind = "joint"
 
-    def __init__(self, depth: DepthSpace, linear: LinearSpace) -> None:
+    def __init__(self, depth: DepthSpace, linear: LinearSpace | SparseQuantSpace) -> None:
         self.depth, self.linear = depth, linear
         self.units = depth.units + linear.units
         self.num_levels = depth.num_levels + linear.num_levels

@@ -48,15 +48,20 @@ def wanda_positions(weight: torch.Tensor, xtx: torch.Tensor) -> torch.Tensor:
     return rank * weight.shape[0] + torch.arange(weight.shape[0])[:, None]
 
 
-def _inverse_hessian_factor(weight: torch.Tensor, xtx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Upper Cholesky factor of the damped inverse Hessian, and the weight with dead input columns zeroed."""
+def inverse_hessian(weight: torch.Tensor, xtx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The damped inverse Hessian (float64), and the weight with dead input columns (never active) zeroed."""
     h = xtx.double().clone()
     dead = h.diagonal() == 0
     h[dead, dead] = 1
     weight = weight.clone()
     weight[..., dead] = 0
     h += DAMP * h.diagonal().mean() * torch.eye(h.shape[0], dtype=h.dtype)
-    inverse = torch.cholesky_inverse(torch.linalg.cholesky(h))
+    return torch.cholesky_inverse(torch.linalg.cholesky(h)), weight
+
+
+def _inverse_hessian_factor(weight: torch.Tensor, xtx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Upper Cholesky factor of the damped inverse Hessian, and the weight with dead input columns zeroed."""
+    inverse, weight = inverse_hessian(weight, xtx)
     return torch.linalg.cholesky(inverse, upper=True).float(), weight
 
 

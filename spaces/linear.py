@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections import OrderedDict
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 
 import numpy as np
 import torch
@@ -91,6 +91,13 @@ class LinearSpace(Space):
         For joint spaces, where other components remove some of this space's units.
         """
 
+    def calibration_inputs(self) -> tuple[str, ...]:
+        """The first member of each unit: the members of a tied unit read the same input."""
+        return tuple(group[0] for group in self.members)
+
+    def unit_levels(self, model: nn.Module, index: int, xtx: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        return self.build_unit(index, self.dense_weight(model, index).detach().float(), xtx)
+
     def dense_weight(self, model: nn.Module, index: int) -> torch.Tensor:
         """The unit's weight as stored by the model; members of a tied unit stacked by rows (a copy only then)."""
         weights = [model.get_submodule(name).weight for name in self.members[index]]
@@ -110,7 +117,7 @@ class LinearSpace(Space):
                 levels[i] = base + (i in raised)
         return Genome(tuple(levels))
 
-    def _weight(self, model: nn.Module, index: int, level: int) -> torch.Tensor:
+    def cached_weight(self, model: nn.Module, index: int, level: int) -> torch.Tensor:
         """A level's weight, kept in a per-process LRU cache holding at most twice as many tensors as there are units.
 
         Stored views (SparseGPT levels) cost nothing to keep; masked and dequantized tensors are computed on first
@@ -127,13 +134,16 @@ class LinearSpace(Space):
             self._cache.popitem(last=False)
         return tensor
 
-    @contextmanager
-    def applied(self, model: nn.Module, genome: Genome) -> Iterator[nn.Module]:
+    def applied(self, model: nn.Module, genome: Genome) -> AbstractContextManager[nn.Module]:
         """Swap each linear's weight for its level's tensor (a reference, not a copy); restore the originals."""
+        return self.swapped(model, ((i, self.cached_weight(model, i, level)) for i, level in enumerate(genome.levels)))
+
+    @contextmanager
+    def swapped(self, model: nn.Module, weights: Iterable[tuple[int, torch.Tensor]]) -> Iterator[nn.Module]:
+        """Give each unit's linears row slices of its new weight (views); put the original weights back on exit."""
         originals = {name: model.get_submodule(name).weight for group in self.members for name in group}
         try:
-            for index, level in enumerate(genome.levels):
-                weight = self._weight(model, index, level)
+            for index, weight in weights:
                 for name, part in zip(self.members[index], self._split(index, weight), strict=True):
                     model.get_submodule(name).weight = nn.Parameter(part, requires_grad=False)
             yield model
@@ -143,12 +153,15 @@ class LinearSpace(Space):
 
     def materialise(self, model: nn.Module, genome: Genome) -> nn.Module:
         """Write every level's weights into the model (copies, owned by the model, for ``save_pretrained``)."""
-        with torch.no_grad():
-            for index, level in enumerate(genome.levels):
-                weight = self.level_weight(index, level, self.dense_weight(model, index).detach().clone())
-                for name, part in zip(self.members[index], self._split(index, weight), strict=True):
-                    model.get_submodule(name).weight.copy_(part)
+        for index, level in enumerate(genome.levels):
+            self.write(model, index, self.level_weight(index, level, self.dense_weight(model, index).detach().clone()))
         return model
+
+    def write(self, model: nn.Module, index: int, weight: torch.Tensor) -> None:
+        """Copy a unit's new weight into its linears' own tensors."""
+        with torch.no_grad():
+            for name, part in zip(self.members[index], self._split(index, weight), strict=True):
+                model.get_submodule(name).weight.copy_(part)
 
     def _stored(self, name: str) -> torch.Tensor:
         if self.database is None:

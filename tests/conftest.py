@@ -31,7 +31,11 @@ def synthetic_documents(count: int, words_per_doc: int, seed: int = 0) -> list[s
 
 @pytest.fixture(scope="session")
 def text_files(tmp_path_factory) -> list[Path]:
-    folder = tmp_path_factory.mktemp("text")
+    return write_text_files(tmp_path_factory.mktemp("text"))
+
+
+def write_text_files(folder: Path) -> list[Path]:
+    """24 documents of synthetic text, one file each (a benchmark builds the same data as the tests)."""
     files = []
     for i, doc in enumerate(synthetic_documents(24, 400)):
         path = folder / f"doc{i:02d}.txt"
@@ -42,11 +46,14 @@ def text_files(tmp_path_factory) -> list[Path]:
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory, text_files) -> Path:
+    return make_tiny_model(tmp_path_factory.mktemp("tiny-llama"), text_files)
+
+
+def make_tiny_model(folder: Path, text_files: list[Path]) -> Path:
     """A 6-layer random Llama (hidden 32) with a byte-level BPE tokenizer trained on the test text."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    folder = tmp_path_factory.mktemp("tiny-llama")
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()

@@ -54,7 +54,7 @@ BAD_JOBS = {
     "negative budget": ({"space.drop": -1}, "space.drop"),
     "wrong type": ({"strategy.generations": "many"}, "strategy.generations"),
     "unknown model alias": ({"model": "no-such-model"}, "unknown model 'no-such-model'"),
-    "unknown space": ({"space.kind": "width"}, "space.kind"),
+    "unknown space": ({"space.kind": "lowrank"}, "space.kind"),
     "unknown strategy": ({"strategy.kind": "annealing"}, "strategy.kind"),
     "survivors grow": ({"strategy.stages": [{"survivors": 1, "tokens": 64}, {"survivors": 2, "tokens": 64}]},
                        "must not grow"),
@@ -74,6 +74,12 @@ BAD_JOBS = {
     "data of the wrong type": ({"data": 5}, "data"),
     "negative hypervolume reference": ({"front": {"reference_kl": -1}}, "front.reference_kl"),
     "no workers": ({"run.workers": 0}, "run.workers"),
+    "baseline of another space": ({"baselines": [{"method": "owl"}]}, "owl applies to sparsity spaces, not depth"),
+    "unknown baseline": ({"baselines": [{"method": "oracle"}]}, "baselines.0.method"),
+    "owl setting on another baseline": ({"baselines": [{"method": "shortgpt", "m": 3}]}, "settings of owl"),
+    "baseline listed twice": ({"baselines": [{"method": "spdy"}, {"method": "spdy"}]}, "listed twice"),
+    "baseline samples beyond the pool": ({"baselines": [{"method": "spdy", "samples": 99}]}, "baselines.0.samples"),
+    "warm start of another space": ({"strategy.warm_start": "uniform"}, "strategy.warm_start"),
 }
 
 

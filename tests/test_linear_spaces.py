@@ -199,26 +199,34 @@ JOINTS = {"depth x sparsity": {"kind": "joint", "depth": {"drop": 2}, "sparsity"
                             "quant": {**QUANT, "builder": "rtn"}}}
 
 
+SPARSE_QUANT = {"kind": "joint", "sparsity": {**SPARSITY, "builder": "magnitude"}, "quant": {**QUANT, "builder": "rtn"}}
+SPARSE_QUANTS = {"sparsity x quant": SPARSE_QUANT, "depth x sparsity x quant": {**SPARSE_QUANT, "depth": {"drop": 2}}}
+
+
 @pytest.fixture(scope="module")
 def joint_spaces(model, tiny_model, text_files, tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:  # the per-test cache fixture does not reach module fixtures
         patch.setenv("PARETOPRESS_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-        return {name: build_space(job(tiny_model, text_files, space), model) for name, space in JOINTS.items()}
+        return {name: build_space(job(tiny_model, text_files, space), model)
+                for name, space in {**JOINTS, **SPARSE_QUANTS}.items()}
+
+
+BUDGETS = {"depth": "dropped", "sparsity": "sparsity", "quant": "bits"}  # the exact budget of each component
 
 
 @settings(max_examples=60, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), name=st.sampled_from(list(JOINTS)), steps=st.integers(1, 15))
+@given(seed=st.integers(0, 2**32 - 1), name=st.sampled_from([*JOINTS, *SPARSE_QUANTS]), steps=st.integers(1, 15))
 def test_joint_mutation_keeps_every_component_budget_exact(joint_spaces, seed, name, steps):
     space = joint_spaces[name]
     rng = np.random.default_rng(seed)
     genome = space.random_genome(rng)
-    budget = "sparsity" if "sparsity" in name else "bits"
+    budgets = [budget for component, budget in BUDGETS.items() if component in name]
     expected = space.cost(genome)
     for _ in range(steps):
         genome = level_switch(genome, space, rng)
         cost = space.cost(genome)
         assert space.is_feasible(genome)
-        assert cost["dropped"] == space.depth.drop and cost[budget] == expected[budget]
+        assert [cost[key] for key in budgets] == [expected[key] for key in budgets]
 
 
 @pytest.mark.parametrize("name", list(JOINTS))
@@ -244,6 +252,37 @@ def test_joint_study_and_export_match_the_store(tiny_model, text_files, tmp_path
     assert report.relative_difference("ppl") < 1e-3 and report.relative_difference("kl") < 1e-3
 
 
+def test_sparse_quant_weights_and_bytes(joint_spaces, model):
+    """Each linear holds its bit-width's codes with its sparsity level's weights removed; bytes count only those."""
+    space = joint_spaces["sparsity x quant"]
+    genome = space.random_genome(np.random.default_rng(5))
+    sparsity_genome, quant_genome = space.split(genome)
+    expected_bytes = 0.0
+    with space.applied(model, genome) as candidate:
+        for index, name in enumerate(space.sparsity.units):
+            s, q = sparsity_genome.levels[index], quant_genome.levels[index]
+            weight = candidate.get_submodule(name).weight
+            removed, width = space.sparsity.removed[index][s], space.quant.widths[q]
+            dense = space.quant.dense_weight(model, index).detach()
+            quantized = space.quant.level_weight(index, q, dense)
+            kept = weight != 0
+            assert int((~kept).sum()) >= removed
+            assert torch.equal(weight[kept], quantized[kept])
+            groups = space.quant.groups_per_unit[index]
+            expected_bytes += (width * (weight.numel() - removed + groups) + 16 * groups
+                               + (weight.numel() if removed else 0)) / 8
+    assert space.cost(genome)["bytes"] == pytest.approx(expected_bytes)
+    assert space.cost(genome)["params"] == space.sparsity.cost(sparsity_genome)["params"]
+
+
+def test_sparse_quant_study_and_export_match_the_store(tiny_model, text_files, tmp_path):
+    spec = job(tiny_model, text_files, SPARSE_QUANTS["depth x sparsity x quant"], **{"strategy.generations": 2})
+    outcome = run_job(spec, tmp_path / "j.db", executor="local")
+    assert outcome.costs["initial"]["bits"] == outcome.costs["evopress"]["bits"]
+    report = export_candidate(tmp_path / "j.db", "tiny", "best", tmp_path / "export")
+    assert report.relative_difference("ppl") < 1e-3 and report.relative_difference("kl") < 1e-3
+
+
 BAD_SPACES = {
     "unknown level builder": ({"space": {**SPARSITY, "builder": "obs"}}, "space.builder"),
     "sparsity over 100%": ({"space": {**SPARSITY, "sparsity": 1.2}}, "sparsity budget 1.2 is impossible"),
@@ -252,7 +291,9 @@ BAD_SPACES = {
     "uneven bit-widths": ({"space": {**QUANT, "widths": [2, 3, 4, 8]}}, "evenly spaced"),
     "nsga2 on sparsity": ({"space": SPARSITY, "strategy": {"kind": "nsga2", "generations": 1, "population": 2,
                                                              "tokens": 32}}, "nsga2 searches depth spaces only"),
-    "joint without a linear space": ({"space": {"kind": "joint", "depth": {"drop": 2}}}, "exactly one of quant"),
+    "joint without a linear space": ({"space": {"kind": "joint", "depth": {"drop": 2}}}, "at least two of depth"),
+    "sparsegpt next to quant": ({"space": {"kind": "joint", "sparsity": {**SPARSITY, "builder": "sparsegpt"},
+                                           "quant": QUANT}}, "needs mask levels"),
 }
 
 

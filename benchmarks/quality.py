@@ -1,0 +1,97 @@
+"""Held-out quality and wall time of every baseline next to EvoPress, at the same exact budgets, on SmolLM2-135M.
+
+Runs (or resumes) one study per budget family in a store, each with its baselines, then prints one markdown row per
+genome. Depth: 6 and 9 of 30 blocks (20% and 30%) with ShortGPT, angular, FinerCut, SPDY and an EvoPress sweep;
+sparsity 0.5 / 0.6 / 0.7 (Wanda levels) with uniform, OWL and EvoPress; 3 and 2.5 average bits (GPTQ levels) with
+uniform, SPDY and EvoPress. ``--sublayer`` adds FinerCut on attention / MLP sub-layers (12 and 18 of 60), as in its
+paper; it costs about a thousand calibration passes.
+
+    .venv/bin/python benchmarks/quality.py --db runs/quality.db [--only depth sparsity quant] [--sublayer]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+
+from paretopress.job import JobSpec
+from paretopress.search.models import quiet_transformers
+from paretopress.search.runner import DENSE, Outcome, run_job
+from paretopress.search.store import Store
+
+EVOPRESS = {"kind": "evopress", "generations": 12, "offspring": 8,
+            "stages": [{"survivors": 2, "tokens": 512}, {"survivors": 1, "tokens": 2048}]}
+COMMON = {"model": "smollm2-135m", "data": "wiki-sample", "seed": 0,
+          "evaluation": {"seq_len": 128, "calibration_samples": 64, "heldout_samples": 32, "top_k": 128},
+          "run": {"workers": 2, "threads_per_worker": 1, "batch_size": 8}}
+LEVELS = {"calibration_samples": 32}
+
+
+def studies(sublayer: bool) -> dict[str, list[tuple[str, dict, bool]]]:
+    """family -> (study name, job settings, whether EvoPress searches) for every study of the benchmark."""
+    depth = [("quality-depth", {"space": {"kind": "depth", "granularity": "block", "drop": [6, 9]},
+                                "baselines": [{"method": "shortgpt"}, {"method": "angular"},
+                                              {"method": "finercut", "samples": 4}, {"method": "spdy"}]}, True)]
+    if sublayer:
+        depth.append(("quality-depth-sublayer", {
+            "space": {"kind": "depth", "granularity": "sublayer", "drop": [12, 18]},
+            "baselines": [{"method": "finercut", "samples": 4}]}, False))
+    sparsity = [(f"quality-sparsity{round(s * 100)}", {
+        "space": {"kind": "sparsity", "sparsity": s, "builder": "wanda", "levels": 8, **LEVELS},
+        "baselines": [{"method": "uniform"}, {"method": "owl"}]}, True) for s in (0.5, 0.6, 0.7)]
+    quant = [(f"quality-quant{b:g}", {
+        "space": {"kind": "quant", "bits": b, "widths": [2, 3, 4, 5, 6], "group_size": 128, "builder": "gptq",
+                  **LEVELS},
+        "baselines": [{"method": "uniform"}, {"method": "spdy"}]}, True) for b in (3.0, 2.5)]
+    return {"depth": depth, "sparsity": sparsity, "quant": quant}
+
+
+def budget(outcome: Outcome, label: str, kind: str) -> str:
+    """What the row's budget is, exactly: blocks or sub-layers dropped, or the genome's own sparsity or bits."""
+    if kind == "depth":
+        return f"{sum(outcome.genomes[label].levels)} dropped"
+    key = "bits" if kind == "quant" else kind
+    return f"{key} {outcome.costs[label][key]:.6f}"
+
+
+def rows(name: str, outcome: Outcome, kind: str, wall: float, store: Store) -> list[str]:
+    runs = {run.label: run for run in store.baseline_runs(outcome.study_id)}
+    search_seconds = wall - sum({run.method: run.seconds for run in runs.values()}.values())
+    lines = []
+    for label, values in outcome.metrics.items():
+        if label == DENSE or label.startswith("initial"):
+            continue
+        run = runs.get(label)
+        seconds = f"{run.seconds:.0f}" if run else f"{search_seconds:.0f}"
+        passes = str(run.passes) if run else "-"
+        lines.append(f"| {name} | {label} | {budget(outcome, label, kind)} | {int(values['params']):,} | "
+                     f"{values['kl']:.4f} | {values['ppl']:.2f} | {seconds} | {passes} |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--db", required=True)
+    parser.add_argument("--only", nargs="+", choices=("depth", "sparsity", "quant"),
+                        default=["depth", "sparsity", "quant"])
+    parser.add_argument("--sublayer", action="store_true", help="also FinerCut on sub-layers (slow)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    quiet_transformers()
+    table = []
+    for kind in args.only:
+        for name, settings, search in studies(args.sublayer)[kind]:
+            job = JobSpec.model_validate({"name": name, **COMMON, "strategy": EVOPRESS, **settings})
+            start = time.perf_counter()
+            outcome = run_job(job, args.db, search=search)
+            with Store(args.db, readonly=True) as store:
+                table += rows(name, outcome, kind, time.perf_counter() - start, store)
+            print(f"{name}: done in {time.perf_counter() - start:.0f} s", flush=True)
+    print("| study | genome | exact budget | params | held-out KL | held-out ppl | wall s | passes |")
+    print("|---|---|---|---|---|---|---|---|")
+    print("\n".join(table))
+
+
+if __name__ == "__main__":
+    main()

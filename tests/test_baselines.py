@@ -1,0 +1,203 @@
+"""One-shot baselines on the tiny model: exact budgets, determinism, known answers, and their place in a study."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from transformers import AutoModelForCausalLM
+
+from paretopress.api import open_store
+from paretopress.cli import main
+from paretopress.job import BaselineSpec, JobSpec
+from paretopress.search.baselines import Calibration, make_baseline
+from paretopress.search.baselines.linear import layer_sparsity, outlier_ratio
+from paretopress.search.baselines.spdy import knapsack, solve
+from paretopress.search.controller import build_space
+from paretopress.search.runner import run_job
+from paretopress.search.store import Store
+from paretopress.spaces.depth import DepthSpace
+from tests.test_cli import job_yaml, write
+from tests.test_linear_spaces import QUANT, SPARSITY
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model):
+    return AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
+
+
+@pytest.fixture(scope="module")
+def hollow(tiny_model):
+    """The tiny model with blocks 2 and 3 made identities (attention and MLP outputs zero)."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
+    with torch.no_grad():
+        for block in (2, 3):
+            model.model.layers[block].self_attn.o_proj.weight.zero_()
+            model.model.layers[block].mlp.down_proj.weight.zero_()
+    return model
+
+
+def calibration(model, samples: int = 4) -> Calibration:
+    tokens = torch.from_numpy(np.random.default_rng(0).integers(0, model.config.vocab_size, (samples, 24)))
+    return Calibration(model, tokens, batch_size=2)
+
+
+def propose(method: str, spaces, model, **settings_):
+    return make_baseline(BaselineSpec(method=method, **settings_)).propose(spaces, calibration(model))
+
+
+@pytest.mark.parametrize("method", ["shortgpt", "angular", "finercut", "spdy"])
+def test_depth_baselines_meet_every_budget_and_repeat(model, method):
+    space = DepthSpace(model, "block", 3)
+    spaces = [space.at_budget(d) for d in (1, 2, 3)]
+    first, again = propose(method, spaces, model), propose(method, spaces, model)
+    assert first == again
+    assert [g.levels.count(1) for g in first] == [1, 2, 3]
+    assert all(s.is_feasible(g) for s, g in zip(spaces, first, strict=True))
+
+
+@pytest.mark.parametrize("method", ["shortgpt", "finercut", "spdy"])
+def test_depth_baselines_drop_identity_blocks_first(hollow, method):
+    space = DepthSpace(hollow, "block", 2)
+    assert propose(method, [space], hollow)[0].levels == (0, 0, 1, 1, 0, 0)
+
+
+def test_angular_finds_the_identity_window(hollow):
+    space = DepthSpace(hollow, "block", 2)
+    assert propose("angular", [space], hollow)[0].levels == (0, 0, 1, 1, 0, 0)
+
+
+def test_finercut_removes_an_identity_sublayer_first(tiny_model):
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
+    with torch.no_grad():
+        model.model.layers[4].mlp.down_proj.weight.zero_()
+    space = DepthSpace(model, "sublayer", 3)
+    path = make_baseline(BaselineSpec(method="finercut")).path(space, calibration(model), 3)
+    assert path[0] == space.units.index("model.layers.4.mlp")
+    assert len(set(path)) == 3
+
+
+def test_finercut_cost_is_one_pass_per_removal_tried(model):
+    calib = calibration(model)
+    make_baseline(BaselineSpec(method="finercut")).propose([DepthSpace(model, "block", 2)], calib)
+    assert calib.passes == 1 + 6 + 5  # the dense reference, then every remaining block at each of two steps
+
+
+def test_angular_refuses_sublayers(model):
+    with pytest.raises(Exception, match="whole blocks"):
+        propose("angular", [DepthSpace(model, "sublayer", 2)], model)
+
+
+def test_owl_outlier_ratio_and_layer_sparsity_known_answers():
+    block = [torch.tensor([[1.0, 1.0], [1.0, 1.0]]), torch.tensor([1.0, 1.0, 1.0, 1.0, 1.0, 91.0])]
+    assert outlier_ratio(block, 5.0) == pytest.approx(0.1)  # mean 10, one score of ten above 50
+    assert outlier_ratio(block, 10.0) == 0.0
+    assert layer_sparsity([0.1, 0.0, 0.05], 0.5, 0.08) == pytest.approx([0.42, 0.58, 0.5])
+    assert layer_sparsity([0.2, 0.2], 0.7, 0.08) == pytest.approx([0.7, 0.7])
+
+
+@pytest.mark.parametrize("method", ["uniform", "owl", "spdy"])
+def test_sparsity_baselines_meet_the_exact_budget(tiny_model, text_files, model, method):
+    job = JobSpec.model_validate(job_yaml(tiny_model, text_files, space={**SPARSITY, "levels": 6}))
+    space = build_space(job, model)
+    genome = propose(method, [space], model)[0]
+    assert space.is_feasible(genome)
+    assert space.cost(genome)["params"] == space.cost(space.uniform())["params"]
+    assert propose(method, [space], model)[0] == genome
+
+
+@pytest.mark.parametrize("method", ["uniform", "spdy"])
+def test_quant_baselines_meet_the_exact_budget(tiny_model, text_files, model, method):
+    job = JobSpec.model_validate(job_yaml(tiny_model, text_files, space=QUANT))
+    space = build_space(job, model)
+    genome = propose(method, [space], model)[0]
+    assert space.is_feasible(genome)
+    assert space.cost(genome)["bits"] == pytest.approx(space.cost(space.uniform())["bits"])
+
+
+def test_owl_follows_the_block_ratios(tiny_model, text_files, model):
+    """On a fine grid, every unit of a block OWL prunes more is at least as sparse as the same unit elsewhere."""
+    job = JobSpec.model_validate(job_yaml(tiny_model, text_files, space={**SPARSITY, "levels": 20}))
+    space = build_space(job, model)
+    owl = make_baseline(BaselineSpec(method="owl", m=2.0, **{"lambda": 0.2}))
+    sparsity = owl.block_sparsity(space, calibration(model))
+    genome = owl.propose([space], calibration(model))[0]
+    per_block = np.array(genome.levels).reshape(6, -1).sum(axis=1)
+    assert np.mean(sparsity) == pytest.approx(0.5)
+    assert per_block[int(np.argmax(sparsity))] >= per_block[int(np.argmin(sparsity))]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_exact_knapsack_equals_brute_force(data):
+    units = data.draw(st.integers(1, 4))
+    levels = [data.draw(st.integers(1, 4)) for _ in range(units)]
+    errors = [[data.draw(st.floats(0, 10)) for _ in range(n)] for n in levels]
+    target = data.draw(st.integers(0, sum(levels) - units))
+    feasible = [c for c in itertools.product(*[range(n) for n in levels]) if sum(c) == target]
+    chosen = solve(errors, [list(range(n)) for n in levels], target, exact=True)
+    assert sum(chosen) == target
+    best = min(sum(errors[u][lv] for u, lv in enumerate(c)) for c in feasible)
+    assert sum(errors[u][lv] for u, lv in enumerate(chosen)) == pytest.approx(best)
+
+
+def test_knapsack_stays_within_a_real_valued_budget():
+    errors = [[5.0, 1.0, 0.0], [4.0, 2.0, 0.0], [9.0, 0.5, 0.0]]
+    costs = [[0.0, 1.5, 3.0], [0.0, 1.0, 2.5], [0.0, 2.0, 4.0]]
+    levels = knapsack(errors, costs, budget=4.5)
+    assert sum(costs[u][lv] for u, lv in enumerate(levels)) <= 4.5
+    assert levels == [1, 0, 1]  # error 5.5: the best of every combination within 4.5
+
+
+def test_study_with_baselines_and_a_warm_start(tiny_model, text_files, tmp_path):
+    job = JobSpec.model_validate(job_yaml(
+        tiny_model, text_files, **{"space.drop": [1, 2], "strategy.warm_start": "finercut"},
+        baselines=[{"method": "shortgpt", "samples": 4}, {"method": "spdy", "samples": 4}],
+    ))
+    db = tmp_path / "s.db"
+    outcome = run_job(job, db, executor="local")
+    for drop in (1, 2):
+        assert outcome.genomes[f"initial drop={drop}"] == outcome.genomes[f"finercut drop={drop}"]
+        for method in ("shortgpt", "spdy", "finercut"):
+            assert outcome.genomes[f"{method} drop={drop}"].levels.count(1) == drop
+            assert f"{method} drop={drop}" in outcome.metrics
+    assert outcome.best.split()[0] in ("initial", "evopress")  # what the search found, not a baseline
+    with Store(db, readonly=True) as store:
+        runs = store.baseline_runs(outcome.study_id)
+        candidates = {c.id: c for c in store.candidates(outcome.study_id)}
+    assert {(r.method, r.passes) for r in runs} == {("shortgpt", 1), ("spdy", 1 + 6), ("finercut", 1 + 6 + 5)}
+    assert all(r.seconds > 0 for r in runs) and len(runs) == 6
+    for run in runs:  # a genome two methods propose is one candidate, named after the first; each run points to it
+        assert candidates[run.candidate_id].genome_key == outcome.genomes[run.label].key
+    assert candidates[runs[0].candidate_id].origin == "shortgpt drop=1"
+
+    again = run_job(job, db, executor="local")
+    assert again.evaluated == 0 and again.genomes == outcome.genomes
+    with Store(db, readonly=True) as store:
+        assert len(store.baseline_runs(outcome.study_id)) == 6  # read back, not recomputed
+
+
+def test_baselines_alone_from_the_cli(tiny_model, text_files, tmp_path, capsys):
+    job = write(tmp_path / "job.yaml", job_yaml(
+        tiny_model, text_files, space={**SPARSITY, "levels": 6},
+        baselines=[{"method": "uniform"}, {"method": "owl", "samples": 4, "lambda": 0.1}]))
+    db = tmp_path / "s.db"
+    assert main(["baseline", str(job), "--db", str(db), "--executor", "local"]) == 0
+    table = capsys.readouterr().out
+    assert "owl" in table and "uniform" in table and "dense" in table
+    with open_store(db) as view:
+        frame = view.baselines("tiny")
+    assert sorted(frame["method"]) == ["owl", "uniform"] and (frame["passes"] == [0, 1]).all()
+    assert frame["kl"].notna().all() and frame["seconds"].ge(0).all()
+    with Store(db, readonly=True) as store:
+        study = store.study("tiny")
+        assert not [c for c in store.candidates(study.id) if c.origin in ("initial", "evopress")]  # no search ran
+
+
+def test_baseline_command_needs_baselines(tiny_model, text_files, tmp_path, capsys):
+    job = write(tmp_path / "job.yaml", job_yaml(tiny_model, text_files))
+    assert main(["baseline", str(job), "--db", str(tmp_path / "s.db")]) == 2
+    assert "names no baselines" in capsys.readouterr().err
+    assert not (tmp_path / "s.db").exists()
