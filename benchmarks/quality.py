@@ -1,12 +1,12 @@
 """Held-out quality and wall time of every baseline next to EvoPress, at the same exact budgets, on SmolLM2-135M.
 
 Runs (or resumes) one study per budget family in a store, each with its baselines, then prints one markdown row per
-genome. Depth: 6 and 9 of 30 blocks (20% and 30%) with ShortGPT, angular, FinerCut, SPDY and an EvoPress sweep;
-sparsity 0.5 / 0.6 / 0.7 (Wanda levels) with uniform, OWL and EvoPress; 3 and 2.5 average bits (GPTQ levels) with
-uniform, SPDY and EvoPress. ``--sublayer`` adds FinerCut on attention / MLP sub-layers (12 and 18 of 60), as in its
-paper; it costs about a thousand calibration passes.
+genome. Depth: 6 and 9 of 30 blocks (20% and 30%) with ShortGPT, angular, FinerCut, SPDY and an EvoPress sweep, and
+EvoPress warm-started from SPDY's genomes at the same budgets; sparsity 0.5 / 0.6 / 0.7 (Wanda levels) with uniform,
+OWL and EvoPress; 3 and 2.5 average bits (GPTQ levels) with uniform, SPDY and EvoPress. ``--sublayer`` adds FinerCut
+on attention / MLP sub-layers (12 and 18 of 60), as in its paper; it costs about a thousand calibration passes.
 
-    .venv/bin/python benchmarks/quality.py --db runs/quality.db [--only depth sparsity quant] [--sublayer]
+    .venv/bin/python benchmarks/quality.py --db runs/quality.db [--only depth warm sparsity quant] [--sublayer]
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ COMMON = {"model": "smollm2-135m", "data": "wiki-sample", "seed": 0,
           "evaluation": {"seq_len": 128, "calibration_samples": 64, "heldout_samples": 32, "top_k": 128},
           "run": {"workers": 2, "threads_per_worker": 1, "batch_size": 8}}
 LEVELS = {"calibration_samples": 32}
+FAMILIES = ["depth", "warm", "sparsity", "quant"]
 
 
 def studies(sublayer: bool) -> dict[str, list[tuple[str, dict, bool]]]:
@@ -33,6 +34,8 @@ def studies(sublayer: bool) -> dict[str, list[tuple[str, dict, bool]]]:
     depth = [("quality-depth", {"space": {"kind": "depth", "granularity": "block", "drop": [6, 9]},
                                 "baselines": [{"method": "shortgpt"}, {"method": "angular"},
                                               {"method": "finercut", "samples": 4}, {"method": "spdy"}]}, True)]
+    warm = [("quality-depth-warm", {"space": {"kind": "depth", "granularity": "block", "drop": [6, 9]},
+                                    "strategy": {**EVOPRESS, "warm_start": "spdy"}}, True)]
     if sublayer:
         depth.append(("quality-depth-sublayer", {
             "space": {"kind": "depth", "granularity": "sublayer", "drop": [12, 18]},
@@ -44,7 +47,7 @@ def studies(sublayer: bool) -> dict[str, list[tuple[str, dict, bool]]]:
         "space": {"kind": "quant", "bits": b, "widths": [2, 3, 4, 5, 6], "group_size": 128, "builder": "gptq",
                   **LEVELS},
         "baselines": [{"method": "uniform"}, {"method": "spdy"}]}, True) for b in (3.0, 2.5)]
-    return {"depth": depth, "sparsity": sparsity, "quant": quant}
+    return {"depth": depth, "warm": warm, "sparsity": sparsity, "quant": quant}
 
 
 def budget(outcome: Outcome, label: str, kind: str) -> str:
@@ -73,16 +76,16 @@ def rows(name: str, outcome: Outcome, kind: str, wall: float, store: Store) -> l
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", required=True)
-    parser.add_argument("--only", nargs="+", choices=("depth", "sparsity", "quant"),
-                        default=["depth", "sparsity", "quant"])
+    parser.add_argument("--only", nargs="+", choices=FAMILIES, default=FAMILIES)
     parser.add_argument("--sublayer", action="store_true", help="also FinerCut on sub-layers (slow)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     quiet_transformers()
     table = []
-    for kind in args.only:
-        for name, settings, search in studies(args.sublayer)[kind]:
+    for family in args.only:
+        for name, settings, search in studies(args.sublayer)[family]:
             job = JobSpec.model_validate({"name": name, **COMMON, "strategy": EVOPRESS, **settings})
+            kind = job.space.kind
             start = time.perf_counter()
             outcome = run_job(job, args.db, search=search)
             with Store(args.db, readonly=True) as store:

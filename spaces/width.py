@@ -38,7 +38,7 @@ from paretopress.spaces.budget import TimeTable
 from paretopress.spaces.database import LevelDatabase
 from paretopress.spaces.depth import keep_blocks, stub_sublayer
 from paretopress.spaces.genome import Genome
-from paretopress.spaces.pruned import DroppedAttention, DroppedMLP, record_layout
+from paretopress.spaces.pruned import ARCHITECTURES, DroppedAttention, DroppedMLP, record_layout
 from paretopress.spaces.structured import columns, magnitude, structured_obs
 
 WidthBuilder = Literal["obs", "magnitude"]
@@ -105,6 +105,8 @@ class WidthSpace(Space):
 
     def __init__(self, model: nn.Module, heads: list[float] | None, channels: list[float], builder: WidthBuilder,
                  multiple: int = 1) -> None:
+        if type(model).__name__ not in ARCHITECTURES:  # the per-layer loader of exports covers these
+            raise UserError(f"the width space supports {', '.join(ARCHITECTURES)}, not {type(model).__name__}")
         self.anatomy = read_anatomy(model)
         self.parts = (attention_part(model, self.anatomy), mlp_part(model, self.anatomy))
         attention, mlp = self.parts
@@ -154,12 +156,13 @@ class WidthSpace(Space):
         """This space under the time budget of ``speedup`` end to end on the table's device."""
         if self.times is None:
             raise RuntimeError("the width space has no latency table; call timed() first")
-        fastest = self.times.fastest()
-        if not 1 < speedup <= fastest:
+        limit = self.times.limit(speedup)
+        if speedup <= 1 or not limit.fits([n - 1 for n in self.num_levels]):  # unit times fall with the level
             raise UserError(f"speedup {speedup:g} is not reachable with this width grid on {self.times.device}: "
-                            f"it must lie above 1 and at most {fastest:.3f} (every sub-layer at its narrowest)")
+                            f"it must lie above 1 and at most {self.times.fastest():.3f} (every sub-layer at its "
+                            "narrowest)")
         other = copy.copy(self)
-        other.speedup, other.limit = speedup, self.times.limit(speedup)
+        other.speedup, other.limit = speedup, limit
         return other
 
     def at_speedups(self, speedups: list[float]) -> dict[str, WidthSpace]:
@@ -169,11 +172,16 @@ class WidthSpace(Space):
         return {f"speedup={s:g}": self.at_speedup(s) for s in speedups}
 
     def uniform(self) -> Genome:
-        """Every attention at one level and every MLP at one level: of such genomes within the limit, the slowest."""
-        pairs = [Genome((a, m) * self.anatomy.num_layers) for a in range(self.num_levels[0])
-                 for m in range(self.num_levels[1])]
-        feasible = [g for g in pairs if self.limit is None or self.limit.fits(g.levels)]
-        return max(feasible, key=lambda g: (self.limit.total(g.levels) if self.limit else 0, -g.levels[0]))
+        """Uniform width pruning: every attention at one width and every MLP at one width, the kept fractions as equal
+        as the grids allow. Of the pairs within the limit, the one whose smaller kept fraction is largest (ties: the
+        slower one), so that neither sub-layer is emptied while the other stays whole."""
+        attention, mlp = self.kept[:2]
+        pairs = [(a, m) for a in range(len(attention)) for m in range(len(mlp))]
+        genomes = {pair: Genome(pair * self.anatomy.num_layers) for pair in pairs}
+        feasible = [pair for pair in pairs if self.limit is None or self.limit.fits(genomes[pair].levels)]
+        best = max(feasible, key=lambda pair: (min(attention[pair[0]] / attention[0], mlp[pair[1]] / mlp[0]),
+                                               self.limit.total(genomes[pair].levels) if self.limit else 0))
+        return genomes[best]
 
     def cost(self, genome: Genome) -> dict[str, float]:
         removed = sum(p[0] - p[level] for p, level in zip(self.unit_params, genome.levels, strict=True))

@@ -290,7 +290,7 @@ BAD_SPACES = {
     "unsupported bit-width": ({"space": {**QUANT, "widths": [4, 16]}}, "bit-width 16 is not supported"),
     "uneven bit-widths": ({"space": {**QUANT, "widths": [2, 3, 4, 8]}}, "evenly spaced"),
     "nsga2 on sparsity": ({"space": SPARSITY, "strategy": {"kind": "nsga2", "generations": 1, "population": 2,
-                                                             "tokens": 32}}, "nsga2 searches depth spaces only"),
+                                                             "tokens": 32}}, "nsga2 searches depth and width spaces"),
     "joint without a linear space": ({"space": {"kind": "joint", "depth": {"drop": 2}}}, "at least two of depth"),
     "sparsegpt next to quant": ({"space": {"kind": "joint", "sparsity": {**SPARSITY, "builder": "sparsegpt"},
                                            "quant": QUANT}}, "needs mask levels"),

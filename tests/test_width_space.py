@@ -3,10 +3,12 @@
 import numpy as np
 import pytest
 import torch
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import AutoModelForCausalLM
 
+from paretopress.cli import main
 from paretopress.errors import UserError
 from paretopress.job import JobSpec
 from paretopress.params import count_parameters
@@ -207,10 +209,10 @@ def test_width_study_searches_each_speedup_and_exports_a_narrower_model(space, m
     noise), one EvoPress run per target, export re-measured."""
     job = width_job(tiny_model, text_files)
     db = tmp_path / "w.db"
-    rows = store_times(db, space, model, tiny_model, job)
+    rows, key = store_times(db, space, model, tiny_model, job), Setting.from_spec(job.space.latency).key()
     outcome = run_job(job, db, executor="local")
     with Store(db, readonly=True) as store:
-        assert store.latencies(*Setting.from_spec(job.space.latency).key()) == rows  # read, not measured again
+        assert store.latencies(*key) == rows  # read, not measured again
     for target in (1.2, 1.5):
         for origin in ("initial", "evopress"):
             label = f"{origin} speedup={target:g}"
@@ -251,3 +253,31 @@ def test_nsga2_with_latency_as_objective_keeps_every_genome_at_least_as_fast_as_
     assert found and all(outcome.costs[label]["speedup"] >= 1.2 * (1 - 1e-6) for label in found)
     times = [outcome.costs[label]["time"] for label in found]
     assert times == sorted(times)  # numbered along the front by estimated time
+
+
+BAD_WIDTH = {
+    "speedup of one": ({"speedup": 1.0}, "space.speedup: a speedup target must be above 1"),
+    "repeated targets": ({"speedup": [1.5, 1.5]}, "distinct"),
+    "fraction above one": ({"channels": [1.0, 1.5]}, "kept fractions must lie between 0 and 1"),
+    "unreachable target": ({"speedup": 40.0}, "speedup 40 is not reachable"),
+    "latency on a gpu this machine lacks": ({"latency": {"device": "cuda"}}, "cuda is not available"),
+    "latency objective on depth": ({"kind": "depth", "drop": 2, "speedup": None, "channels": None,
+                                    "multiple": None, "calibration_samples": None, "latency": None},
+                                   "latency needs a width space"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_WIDTH), ids=list(BAD_WIDTH))
+def test_width_mistakes_are_one_line_errors(case, space, model, tiny_model, text_files, tmp_path, capsys):
+    changes, message = BAD_WIDTH[case]
+    spec = {key: value for key, value in {**WIDTH, **changes}.items() if value is not None}
+    strategy = {"kind": "nsga2", "tokens": 64, "objectives": ["kl", "latency"]} if spec["kind"] == "depth" else None
+    job = job_yaml(tiny_model, text_files, space=spec, **({"strategy": strategy} if strategy else {}))
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(job))
+    db = tmp_path / "bad.db"
+    if spec["kind"] == "width" and "latency" not in changes:
+        store_times(db, space, model, tiny_model, width_job(tiny_model, text_files))
+    assert main(["run", str(path), "--db", str(db), "--executor", "local"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("paretopress: error:") and message in err and "\n" not in err

@@ -8,13 +8,12 @@ from paretopress.search.baselines.depth import Angular, FinerCut, ShortGPT
 from paretopress.search.baselines.linear import OWL, Uniform
 from paretopress.search.baselines.spdy import SPDY
 
+WITHOUT_SETTINGS: dict[str, type[Baseline]] = {b.method: b for b in (Uniform, ShortGPT, Angular, FinerCut, SPDY)}
+
 
 def make_baseline(spec: BaselineSpec) -> Baseline:
     """The baseline a job file names, with its settings."""
-    if spec.method == "owl":
-        return OWL(spec.m, spec.lam)
-    return {"uniform": Uniform, "shortgpt": ShortGPT, "angular": Angular, "finercut": FinerCut, "spdy": SPDY}[
-        spec.method]()
+    return OWL(spec.m, spec.lam) if spec.method == "owl" else WITHOUT_SETTINGS[spec.method]()
 
 
 __all__ = ["Baseline", "Calibration", "make_baseline"]
