@@ -13,6 +13,7 @@ import pandas as pd
 from sqlalchemy import inspect
 
 from paretopress.errors import UserError
+from paretopress.job import budget_text
 from paretopress.search.front import model_front, study_front
 from paretopress.search.plots import plot_front, plot_genome, plot_hypervolume
 from paretopress.search.store import Store
@@ -55,7 +56,7 @@ class StoreView:
         """One row per study: what it searches, how far it got."""
         rows = [
             [s.id, s.name, s.status, s.spec["model"], s.spec["space"]["kind"], s.spec["space"].get("granularity"),
-             _budget(s.spec["space"]), s.spec["strategy"].get("kind"), len(self.store.candidates(s.id)),
+             budget_text(s.spec["space"]), s.spec["strategy"].get("kind"), len(self.store.candidates(s.id)),
              s.created_at, s.updated_at]
             for s in self.store.studies()
         ]
@@ -137,11 +138,6 @@ class StoreView:
         levels = Genome.from_json(self.store.candidate(study_row.id, int(candidate)).genome).levels
         units = study_row.space.get("units") or [f"unit {i}" for i in range(len(levels))]
         return pd.DataFrame({"unit": units, "level": levels})
-
-
-def _budget(space: dict) -> str:
-    """The budget keys of a space spec (``drop=6``), whatever the space kind calls them."""
-    return ", ".join(f"{key}={value}" for key, value in space.items() if key not in ("kind", "granularity"))
 
 
 def _frame(rows: list[dict], leading: list[str]) -> pd.DataFrame:

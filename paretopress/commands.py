@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from paretopress.api import open_store, plot_front
 from paretopress.errors import UserError
-from paretopress.job import load_job
+from paretopress.job import budget_text, load_job
 from paretopress.search.front import study_front
 from paretopress.search.plots import renderer
 from paretopress.search.store import Store
@@ -112,7 +112,10 @@ def studies(args: argparse.Namespace) -> int:
 
 
 def _space(spec: dict) -> str:
-    return f"{spec['kind']}/{spec.get('granularity', '')} drop={spec.get('drop')}"
+    kind = spec.get("kind", "depth")
+    if "granularity" in spec:
+        kind += f"/{spec['granularity']}"
+    return f"{kind} {budget_text(spec)}"
 
 
 def front(args: argparse.Namespace) -> int:

@@ -152,6 +152,16 @@ class WidthSpaceSpec(Closed):
 
 SPACES = {"depth": DepthSpaceSpec, "sparsity": SparsitySpaceSpec, "quant": QuantSpaceSpec, "joint": JointSpaceSpec,
           "width": WidthSpaceSpec}
+BUDGET_KEYS = {"depth": "drop", "sparsity": "sparsity", "quant": "bits", "width": "speedup"}
+
+
+def budget_text(space: dict) -> str:
+    """A stored space spec's budget in one short string (``drop=6``; ``drop=4, bits=3.0`` for joint spaces)."""
+    if space.get("kind", "depth") == "joint":
+        return ", ".join(budget_text({"kind": kind, **space[kind]}) for kind in ("depth", "sparsity", "quant")
+                         if space.get(kind))
+    key = BUDGET_KEYS[space.get("kind", "depth")]
+    return f"{key}={space.get(key)}"
 
 
 def _space_kind(value: Any) -> str | None:

@@ -9,6 +9,7 @@ import pytest
 
 import paretopress
 from paretopress.errors import UserError
+from paretopress.job import JobSpec, budget_text
 from paretopress.search.front import model_front, study_front
 from paretopress.search.pareto import non_dominated
 from paretopress.search.store import Store
@@ -30,6 +31,20 @@ def test_studies_table(tiny_store, tiny_model):
     assert list(studies["budget"]) == ["drop=2", "drop=3"]
     assert set(studies["model"]) == {str(tiny_model)} and set(studies["strategy"]) == {"evopress"}
     assert (studies["candidates"] > 2).all() and (studies["status"] == "completed").all()
+
+
+@pytest.mark.parametrize(("space", "text"), [
+    ({"kind": "depth", "drop": [4, 6]}, "drop=[4, 6]"),
+    ({"kind": "sparsity", "sparsity": 0.5}, "sparsity=0.5"),
+    ({"kind": "quant", "bits": 3.0}, "bits=3.0"),
+    ({"kind": "width", "speedup": [1.5, 2.0]}, "speedup=[1.5, 2.0]"),
+    ({"kind": "joint", "depth": {"drop": 2}, "sparsity": {"sparsity": 0.5}, "quant": {"bits": 4.0}},
+     "drop=2, sparsity=0.5, bits=4.0"),
+])
+def test_every_space_kind_shows_its_budget(space, text):
+    """What `studies` prints and the API's ``budget`` column: the budget alone, read from the stored spec."""
+    job = JobSpec.model_validate({"name": "n", "model": "m", "data": "wiki-sample", "space": space})
+    assert budget_text(job.study_spec()["space"]) == text
 
 
 def test_candidates_table(tiny_store):
