@@ -10,7 +10,8 @@
    sweep over those counts, with the width job's data, evaluation and strategy settings.
 3. Every result is exported as a checkpoint (`export_candidate`, which re-measures held-out KL and perplexity on the
    reloaded model), and the dense model and all exports are timed end to end in one run: batch 1 x 128 tokens, the
-   table's thread count, every model once per round in a shuffled order, medians. Speedup = dense / model.
+   table's thread count, every model once per round in a shuffled order. Speedup: the median over rounds of the
+   dense model's time over the model's time in the same round.
 
 Writes a JSON summary next to the exports and prints the Markdown table of benchmarks/RESULTS.md.
 """
@@ -20,17 +21,19 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from transformers import AutoModelForCausalLM
 
 from paretopress.job import JobSpec, load_job
 from paretopress.search.export import export_candidate
-from paretopress.search.latency import Setting, median_times, model_key, time_table
+from paretopress.search.latency import Setting, model_key, time_table, timed_rounds
 from paretopress.search.models import load_model, quiet_transformers
-from paretopress.search.runner import run_job
+from paretopress.search.runner import DENSE, run_job
 from paretopress.search.store import Store
 from paretopress.spaces import pruned
 from paretopress.spaces.width import WidthSpace
@@ -64,8 +67,10 @@ def candidate_id(db: Path, study: str, genome_key: str) -> int:
         return next(c.id for c in store.candidates(study_id) if c.genome_key == genome_key)
 
 
-def time_models(paths: dict[str, Path | None], spec: str, threads: int, seq: int, repeats: int) -> dict[str, float]:
-    """Median seconds of a forward pass of every model (None: the dense one), interleaved round by round."""
+def speedups(paths: dict[str, Path | None], spec: str, threads: int, seq: int, repeats: int
+             ) -> tuple[float, dict[str, float]]:
+    """Median seconds of the dense model's forward pass (``paths[label]`` None), and every model's speedup over it:
+    the median over rounds of the dense time over the model's time in the same round (the models take turns)."""
     torch.set_num_threads(threads)
     models = {}
     for label, path in paths.items():
@@ -77,9 +82,11 @@ def time_models(paths: dict[str, Path | None], spec: str, threads: int, seq: int
                                                              trust_remote_code=remote).eval()
     tokens = torch.randint(0, 49152, (1, seq), generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
-        times = median_times({(label, 0): (lambda m=m: m(input_ids=tokens, use_cache=False))
-                              for label, m in models.items()}, repeats)
-    return {label: seconds for (label, _), seconds in times.items()}
+        rounds = timed_rounds({(label, 0): (lambda m=m: m(input_ids=tokens, use_cache=False))
+                               for label, m in models.items()}, repeats)
+    dense = rounds.pop((DENSE, 0))
+    return statistics.median(dense), {label: statistics.median(np.divide(dense, times))
+                                      for (label, _), times in rounds.items()}
 
 
 def main() -> None:
@@ -119,15 +126,16 @@ def main() -> None:
             rows.append({"target": target, "method": method, "label": label, "path": str(path),
                          "estimated": estimated, "params": report.measured["params"],
                          "ppl": report.measured["ppl"], "kl": report.measured["kl"]})
-    timings = time_models({"dense": None, **{f"{r['method']} {r['target']:g}": Path(r["path"]) for r in rows}},
-                          width.model, width.space.latency.threads, width.space.latency.seq, args.repeats)
-    dense_ppl = outcomes["width"].metrics["dense"]["ppl"]
+    dense_seconds, measured = speedups({DENSE: None, **{f"{r['method']} {r['target']:g}": Path(r["path"])
+                                                         for r in rows}},
+                                       width.model, width.space.latency.threads, width.space.latency.seq, args.repeats)
+    dense_ppl = outcomes["width"].metrics[DENSE]["ppl"]
     for row in rows:
-        row["measured"] = timings["dense"] / timings[f"{row['method']} {row['target']:g}"]
-    summary = {"rows": rows, "dense_seconds": timings["dense"], "dense_ppl": dense_ppl, "search_seconds": seconds,
+        row["measured"] = measured[f"{row['method']} {row['target']:g}"]
+    summary = {"rows": rows, "dense_seconds": dense_seconds, "dense_ppl": dense_ppl, "search_seconds": seconds,
                "drops": drops}
     (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"dense: {1e3 * timings['dense']:.1f} ms per forward, held-out ppl {dense_ppl:.3f}; search wall s: "
+    print(f"dense: {1e3 * dense_seconds:.1f} ms per forward, held-out ppl {dense_ppl:.3f}; search wall s: "
           f"width {seconds['width']:.0f}, depth {seconds['depth']:.0f}")
     print("| target | method | estimated speedup | measured speedup | measured / target | held-out ppl | "
           "held-out KL | params |")

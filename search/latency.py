@@ -10,8 +10,10 @@ it measures faster than inside a model, where every layer's weights stream throu
 table predicted 2.08x for a model that ran 2.93x faster). The dropped sub-layer therefore costs 0 by definition: its
 stand-in, like the embeddings and the LM head, belongs to the rest of the model.
 
-Every variant runs once per round, in a freshly shuffled order, the rounds repeated after warm-up, and the medians
-are kept, so that a change in machine load hits all variants alike. The widths a space needs are measured together
+Every variant runs once per round, in a freshly shuffled order, the rounds repeated after warm-up. A sub-layer's time
+is the median over rounds of its variant's time minus the dropped reference's time *in the same round*, seconds
+apart, so that the load of a shared machine, which drifts over minutes by more than a narrow sub-layer's whole time,
+cancels out of each difference. The widths a space needs are measured together
 in one run (they share its dense and dropped references); a later job on the same device, dtype and shape that finds
 all of them in the store measures nothing, so `paretopress profile` is an optional head start.
 """
@@ -181,12 +183,16 @@ def measure(model: nn.Module, space: WidthSpace, whole: Key, setting: Setting, r
                     for key, replacements in space.timing_variants(target).items()}
         calls = {key: (lambda r=replacements: _with(r, forward)) for key, replacements in variants.items()
                  if replacements}  # the full width is the dense model itself
-        totals = median_times({whole: forward, **calls}, repeats, _synchronizer(setting.device))
-        totals.update({key: totals[whole] for key, replacements in variants.items() if not replacements})
+        rounds = timed_rounds({whole: forward, **calls}, repeats, _synchronizer(setting.device))
+        rounds.update({key: rounds[whole] for key, replacements in variants.items() if not replacements})
     layers = space.anatomy.num_layers
-    dropped = {part.signature: totals[(part.signature, 0)] for part in space.parts}
-    return {whole: totals[whole], **{(module, kept): max(0.0, totals[(module, kept)] - dropped[module]) / layers
-                                     for module, kept in variants}}
+
+    def per_layer(module: str, kept: int) -> float:
+        differences = np.subtract(rounds[(module, kept)], rounds[(module, 0)])
+        return max(0.0, float(np.median(differences))) / layers
+
+    return {whole: statistics.median(rounds[whole]), **{(module, kept): per_layer(module, kept)
+                                                         for module, kept in variants}}
 
 
 def _with(replacements: list[tuple[nn.Module, str, nn.Module]], run: Callable[[], object]) -> object:
@@ -203,8 +209,14 @@ def _with(replacements: list[tuple[nn.Module, str, nn.Module]], run: Callable[[]
 
 def median_times(calls: dict[Key, Callable[[], object]], repeats: int,
                  synchronize: Callable[[], None] = lambda: None) -> dict[Key, float]:
-    """Median seconds of each call over ``repeats`` rounds after warm-up; every round runs every call once, in a
-    freshly shuffled order, so slow phases of a shared machine spread over all calls instead of a few."""
+    """Median seconds of each call over ``repeats`` rounds after warm-up (``timed_rounds``)."""
+    return {key: statistics.median(times) for key, times in timed_rounds(calls, repeats, synchronize).items()}
+
+
+def timed_rounds(calls: dict[Key, Callable[[], object]], repeats: int,
+                 synchronize: Callable[[], None] = lambda: None) -> dict[Key, list[float]]:
+    """Seconds of each call in each of ``repeats`` rounds after warm-up, in round order; every round runs every call
+    once, in a freshly shuffled order, so slow phases of a shared machine spread over all calls instead of a few."""
     keys = list(calls)
     rng = np.random.default_rng(0)
     samples: dict[Key, list[float]] = {key: [] for key in keys}
@@ -216,7 +228,7 @@ def median_times(calls: dict[Key, Callable[[], object]], repeats: int,
             synchronize()
             if round_index >= WARMUP_ROUNDS:
                 samples[keys[i]].append(time.perf_counter() - start)
-    return {key: statistics.median(values) for key, values in samples.items()}
+    return samples
 
 
 def _synchronizer(device: str) -> Callable[[], None]:

@@ -7,7 +7,7 @@ from transformers import AutoModelForCausalLM
 from paretopress.cli import main
 from paretopress.errors import UserError
 from paretopress.job import LatencySpec
-from paretopress.search.latency import Setting, latency_table, median_times, model_key, time_table
+from paretopress.search.latency import Setting, latency_table, median_times, model_key, time_table, timed_rounds
 from paretopress.search.store import Store
 from paretopress.spaces.width import WidthSpace
 
@@ -66,6 +66,8 @@ def test_every_call_runs_once_per_round_after_warm_up():
     calls = {(name, 0): (lambda n=name: counts.__setitem__(n, counts[n] + 1)) for name in counts}
     times = median_times(calls, repeats=7)
     assert counts == {"a": 10, "b": 10} and set(times) == set(calls)
+    rounds = timed_rounds(calls, repeats=4)  # per call, one time per round in round order: paired differences
+    assert counts == {"a": 17, "b": 17} and {key: len(t) for key, t in rounds.items()} == {k: 4 for k in calls}
 
 
 def test_profile_command_prints_and_stores_the_table(tiny_model, tmp_path, capsys):
