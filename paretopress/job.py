@@ -60,10 +60,11 @@ class SparsitySpaceSpec(Closed):
 
 
 class QuantSpaceSpec(Closed):
-    """A bit-width per decoder linear at an exact average of ``bits`` bits per weight (scales and zero points counted).
+    """A bit-width per decoder linear at an average of ``bits`` bits per weight (scales and zero points counted).
 
-    ``widths`` are the evenly spaced bit-widths to choose from, quantized group-wise (``group_size`` input columns
-    share a float16 scale and an integer zero point) by round-to-nearest or GPTQ.
+    ``widths`` are the bit-widths to choose from (2 to 8, and 16 for unquantized), quantized group-wise
+    (``group_size`` input columns share a float16 scale and an integer zero point) by round-to-nearest or GPTQ.
+    Evenly spaced widths below 16 give every genome exactly the same budget; others keep each genome at most at it.
     """
 
     kind: Literal["quant"] = "quant"

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 from torch import nn
 
+from paretopress.errors import UserError
 from paretopress.job import (
     DepthSpaceSpec,
     JobSpec,
@@ -52,6 +53,9 @@ def build_space(job: JobSpec, model: nn.Module) -> Space:
         return DepthSpace(model, spec.granularity, max(spec.budgets))
     if isinstance(spec, JointSpaceSpec):
         linears = [linear_space(component, model) for component in spec.linears]
+        if any(linear.limit is not None for linear in linears):
+            raise UserError("space.quant.widths: in a joint space every budget is exact, so the bit-widths must be "
+                            "evenly spaced and below 16 (e.g. 2,3,4,5,6)")
         for component, linear in zip(spec.linears, linears, strict=True):
             attach_database(linear, job, model, component.calibration_samples)
         linear = SparseQuantSpace(*linears) if len(linears) == 2 else linears[0]

@@ -2,9 +2,14 @@
 
 Each group of ``group_size`` input columns of a row has a float16 scale and an integer zero point of the same width
 as the codes, so a unit of ``numel`` weights in ``G`` groups at ``b`` bits costs ``b * (numel + G) + 16 * G`` bits.
-Bit-widths are evenly spaced, so a level step changes a unit's cost by the same amount at every level, and units
+Width 16 means unquantized: the model's own weight, ``16 * numel`` bits in a half-precision checkpoint.
+
+With evenly spaced widths below 16 a level step changes a unit's cost by the same amount at every level, and units
 switch levels only with units of the same ``(numel, G)``: each switch group keeps a fixed level sum, hence the
-average bits per weight (scales and zero points counted) of every genome is the same, known exactly.
+average bits per weight (scales and zero points counted) of every genome is the same, known exactly (EvoPress).
+Other widths (2, 3, 4, 8 or 4, 16) have steps of unequal cost, which no level switch keeps exact; their budget is a
+``Limit`` on the total bits instead: every genome stays at or below ``bits`` and as close to it as one more level
+step allows, and its exact average is reported per candidate.
 """
 
 from __future__ import annotations
@@ -18,11 +23,13 @@ from torch import nn
 
 from paretopress.errors import UserError
 from paretopress.spaces import levels
+from paretopress.spaces.budget import Limit
 from paretopress.spaces.genome import Genome
 from paretopress.spaces.linear import LinearSpace
 
 QuantBuilder = Literal["rtn", "gptq"]
-SUPPORTED_BITS = tuple(range(2, 9))
+SUPPORTED_BITS = (*range(2, 9), 16)
+UNQUANTIZED = 16
 SCALE_BITS = 16
 
 
@@ -39,19 +46,43 @@ class QuantSpace(LinearSpace):
         self.groups_per_unit = tuple(rows * math.ceil(cols / group_size) for rows, cols in self.shapes)
         self.weights = sum(self.numels)
         self.num_levels = (len(self.widths),) * len(self.units)
-        classes: dict[tuple[int, int], list[int]] = {}
-        for i, shape_class in enumerate(zip(self.numels, self.groups_per_unit, strict=True)):
-            classes.setdefault(shape_class, []).append(i)
-        self.switch_groups = tuple(tuple(members) for members in classes.values())
         self.bits = bits
-        self.group_targets = self._targets(bits)
+        self._check_budget(bits)
+        if self.exact:
+            classes: dict[tuple[int, int], list[int]] = {}
+            for i, shape_class in enumerate(zip(self.numels, self.groups_per_unit, strict=True)):
+                classes.setdefault(shape_class, []).append(i)
+            self.switch_groups = tuple(tuple(members) for members in classes.values())
+            self.group_targets = self._targets(bits)
+        else:
+            self.switch_groups, self.group_targets = (), ()
+            costs = tuple(tuple(self.unit_bits(i, level) for level in range(len(self.widths)))
+                          for i in range(len(self.units)))
+            self.limit = Limit(costs, math.floor(bits * self.weights))
+
+    @property
+    def exact(self) -> bool:
+        """Whether every genome has exactly the budget (level switches), rather than at most it (a limit)."""
+        return UNQUANTIZED not in self.widths and len({a - b for a, b in itertools.pairwise(self.widths)}) == 1
 
     def unit_bits(self, index: int, level: int) -> int:
         width, groups = self.widths[level], self.groups_per_unit[index]
+        if width == UNQUANTIZED:
+            return width * self.numels[index]
         return width * (self.numels[index] + groups) + SCALE_BITS * groups
 
     def _average(self, levels_per_unit: list[int]) -> float:
         return sum(self.unit_bits(i, level) for i, level in enumerate(levels_per_unit)) / self.weights
+
+    def _check_budget(self, bits: float) -> None:
+        top = len(self.widths) - 1
+        most, least = self._average([0] * len(self.units)), self._average([top] * len(self.units))
+        if not least <= bits <= most:
+            raise UserError(
+                f"quant budget {bits:g} average bits is impossible: with bit-widths {sorted(self.widths)} and group "
+                f"size {self.group_size} (scales and zero points counted) the average lies between {least:.4f} and "
+                f"{most:.4f}"
+            )
 
     def _targets(self, bits: float) -> tuple[int, ...]:
         """Level sums per switch group whose average is the largest not above ``bits`` that spreads evenly.
@@ -61,14 +92,22 @@ class QuantSpace(LinearSpace):
         """
         top = len(self.widths) - 1
         most, least = self._average([0] * len(self.units)), self._average([top] * len(self.units))
-        if not least <= bits <= most:
-            raise UserError(
-                f"quant budget {bits:g} average bits is impossible: with bit-widths {sorted(self.widths)} and group "
-                f"size {self.group_size} (scales and zero points counted) the average lies between {least:.4f} and "
-                f"{most:.4f}"
-            )
         fraction = (most - bits) / (most - least)
         return tuple(min(len(g) * top, math.ceil(fraction * len(g) * top - 1e-9)) for g in self.switch_groups)
+
+    def uniform(self) -> Genome:
+        """Under a limit: every unit at the widest bit-width that fits for all, then, in layer order, units given the
+        next wider one while that still fits (deterministic, unlike ``repair``)."""
+        if self.exact:
+            return super().uniform()
+        count = len(self.units)
+        level = next(level for level in range(len(self.widths)) if self.limit.fits([level] * count))
+        levels = [level] * count
+        for i in range(count if level else 0):
+            levels[i] -= 1
+            if not self.limit.fits(levels):
+                levels[i] += 1
+        return Genome(tuple(levels))
 
     def identity(self) -> dict:
         return {"kind": self.kind, "builder": self.builder, "widths": self.widths, "group_size": self.group_size}
@@ -82,10 +121,11 @@ class QuantSpace(LinearSpace):
 
     def describe(self) -> dict:
         return {"kind": self.kind, "bits": self.bits, "widths": list(self.widths), "group_size": self.group_size,
-                "builder": self.builder, "tie": self.tie, "units": list(self.units)}
+                "builder": self.builder, "tie": self.tie, "budget": "exact" if self.exact else "at most",
+                "units": list(self.units)}
 
     def build_unit(self, index: int, weight: torch.Tensor, xtx: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        widths = list(self.widths)
+        widths = [w for w in self.widths if w != UNQUANTIZED]  # the unquantized level is the model's own weight
         quantized = (levels.gptq(weight, xtx, widths, self.group_size) if self.builder == "gptq"
                      else levels.rtn(weight, widths, self.group_size))
         unit, stored = self.units[index], {}
@@ -97,6 +137,8 @@ class QuantSpace(LinearSpace):
 
     def level_weight(self, index: int, level: int, dense: torch.Tensor) -> torch.Tensor:
         """Dequantized from the packed codes on first use in a process (the database holds no float copies)."""
+        if self.widths[level] == UNQUANTIZED:
+            return dense
         prefix = f"{self.units[index]}.{self.widths[level]}"
         codes = levels.unpack_bits(self._stored(f"{prefix}.codes"), self.widths[level], self.shapes[index])
         return levels.dequantize(codes, self._stored(f"{prefix}.scale"), self._stored(f"{prefix}.zero"),
@@ -106,10 +148,7 @@ class QuantSpace(LinearSpace):
 def _check_widths(widths: tuple[int, ...]) -> None:
     unsupported = [w for w in widths if w not in SUPPORTED_BITS]
     if unsupported:
-        raise UserError(f"bit-width {unsupported[0]} is not supported: choose bit-widths from 2 to 8")
+        raise UserError(f"bit-width {unsupported[0]} is not supported: choose bit-widths from 2 to 8, and 16 for "
+                        "unquantized")
     if len(widths) < 2:
         raise UserError(f"the quant space needs at least two bit-widths to choose from, not {list(widths)}")
-    gaps = {a - b for a, b in itertools.pairwise(widths)}
-    if len(gaps) != 1:
-        raise UserError(f"bit-widths {sorted(widths)} must be evenly spaced (e.g. 2,3,4,5,6 or 2,4,6,8), so that a "
-                        "level switch keeps the average bits exact")

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from paretopress.cli import main
+from paretopress.job import load_job
 
 
 def job_yaml(tiny_model, text_files, **changes) -> dict:
@@ -147,3 +148,10 @@ def test_console_script_exit_code(tmp_path):
     result = subprocess.run([sys.executable, "-m", "paretopress.cli", "run", str(tmp_path / "x.yaml")],
                             capture_output=True, text=True)
     assert result.returncode == 2 and result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parent.parent / "examples").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_every_example_job_file_is_valid(path):
+    """The README and RESULTS.md run these files; a schema change must not leave one behind."""
+    assert load_job(path).name == path.stem

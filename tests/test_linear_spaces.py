@@ -15,7 +15,7 @@ from paretopress.params import count_nonzero_parameters
 from paretopress.search.controller import build_space
 from paretopress.search.export import export_candidate
 from paretopress.search.leveldb import check_database
-from paretopress.search.operators import level_switch
+from paretopress.search.operators import level_switch, mutate
 from paretopress.search.runner import run_job
 from paretopress.spaces import levels
 from paretopress.spaces.database import LevelDatabase
@@ -62,6 +62,44 @@ def test_every_genome_of_a_space_has_the_same_exact_budget(budget_spaces, seed, 
         assert abs(uniform["sparsity"] - space.sparsity) < 1e-4
     else:
         assert uniform["bits"] <= space.bits and space.bits - uniform["bits"] < 0.1
+
+
+@pytest.fixture(scope="module")
+def limited_quant_spaces(model):
+    """Bit-widths whose level steps cost unequal amounts (uneven, or 16 = unquantized): a limit, not switch groups."""
+    budgets = ((3.0, (2, 3, 4, 8)), (5.0, (2, 4, 16)), (9.0, (4, 16)))
+    return [QuantSpace(model, bits, list(widths), "rtn", 32) for bits, widths in budgets]
+
+
+@settings(max_examples=100, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), index=st.integers(0, 2), steps=st.integers(1, 15))
+def test_uneven_bit_widths_keep_every_genome_within_the_budget_and_on_its_boundary(limited_quant_spaces, seed,
+                                                                                   index, steps):
+    space = limited_quant_spaces[index]
+    rng = np.random.default_rng(seed)
+    assert not space.exact and space.switch_groups == ()
+    genomes = [space.uniform(), space.random_genome(rng)]
+    for _ in range(steps):
+        genomes.append(mutate(genomes[-1], space, rng))
+    for genome in genomes:
+        assert space.is_feasible(genome) and space.cost(genome)["bits"] <= space.bits
+        assert space.cost(genome)["bits"] == sum(
+            space.unit_bits(i, level) for i, level in enumerate(genome.levels)) / space.weights
+    for genome in genomes[1:]:  # repaired: no unit can take the next wider bit-width and stay within the budget
+        for i, level in enumerate(genome.levels):
+            if level:
+                wider = list(genome.levels)
+                wider[i] -= 1
+                assert not space.limit.fits(wider)
+
+
+def test_unquantized_level_is_the_dense_weight_at_16_bits_per_weight(limited_quant_spaces, model):
+    space = limited_quant_spaces[2]  # widths 16 and 4
+    assert space.widths == (16, 4)
+    dense = space.dense_weight(model, 0).detach()
+    assert space.level_weight(0, 0, dense) is dense
+    assert space.unit_bits(0, 0) == 16 * space.numels[0]
+    assert space.cost(space.dense())["bits"] == 16
 
 
 def test_sparsity_uniform_genome_prunes_every_layer_to_the_budget(budget_spaces):
@@ -158,11 +196,16 @@ def test_reconstruction_beats_the_calibration_free_builders_on_correlated_inputs
         levels.dequantize(rtn.codes[0], rtn.scale[0], rtn.zero[0], 128))
 
 
-@pytest.mark.parametrize("space", [SPARSITY, QUANT], ids=["sparsity", "quant"])
+UNQUANTIZED_LEVEL = {**QUANT, "widths": [2, 4, 16], "bits": 5.0}
+
+
+@pytest.mark.parametrize("space", [SPARSITY, QUANT, UNQUANTIZED_LEVEL], ids=["sparsity", "quant", "quant 2,4,16"])
 def test_study_and_export_match_the_store(space, tiny_model, text_files, tmp_path):
     spec = job(tiny_model, text_files, space, **{"strategy.generations": 2})
     outcome = run_job(spec, tmp_path / "s.db", executor="local")
     assert {"initial", "evopress"} <= set(outcome.metrics)
+    if space["kind"] == "quant":
+        assert all(cost["bits"] <= space["bits"] for label, cost in outcome.costs.items() if label != "dense")
     report = export_candidate(tmp_path / "s.db", "tiny", "best", tmp_path / "export")
     assert report.relative_difference("ppl") < 1e-3 and report.relative_difference("kl") < 1e-3
     if space["kind"] == "sparsity":
@@ -287,8 +330,9 @@ BAD_SPACES = {
     "unknown level builder": ({"space": {**SPARSITY, "builder": "obs"}}, "space.builder"),
     "sparsity over 100%": ({"space": {**SPARSITY, "sparsity": 1.2}}, "sparsity budget 1.2 is impossible"),
     "bits below the smallest width": ({"space": {**QUANT, "bits": 1.5}}, "quant budget 1.5 average bits is impossible"),
-    "unsupported bit-width": ({"space": {**QUANT, "widths": [4, 16]}}, "bit-width 16 is not supported"),
-    "uneven bit-widths": ({"space": {**QUANT, "widths": [2, 3, 4, 8]}}, "evenly spaced"),
+    "unsupported bit-width": ({"space": {**QUANT, "widths": [4, 10]}}, "bit-width 10 is not supported"),
+    "uneven bit-widths in a joint space": ({"space": {"kind": "joint", "depth": {"drop": 2},
+                                                      "quant": {**QUANT, "widths": [2, 3, 4, 16]}}}, "evenly spaced"),
     "nsga2 on sparsity": ({"space": SPARSITY, "strategy": {"kind": "nsga2", "generations": 1, "population": 2,
                                                              "tokens": 32}}, "nsga2 searches depth and width spaces"),
     "joint without a linear space": ({"space": {"kind": "joint", "depth": {"drop": 2}}}, "at least two of depth"),

@@ -84,7 +84,7 @@ class SPDY(Baseline):
         errors = self.errors(spaces[0], calibration)
         genomes = []
         for space in spaces:
-            if space.limit is not None:  # a time budget: at most the limit's bound, in its integer nanoseconds
+            if space.limit is not None:  # a time or size budget: at most the limit's bound, in its integer units
                 costs = [list(unit) for unit in space.limit.costs]
                 genomes.append(Genome(tuple(knapsack(errors, costs, space.limit.bound))))
                 continue
