@@ -74,9 +74,13 @@ class QuantSpace(LinearSpace):
     def _average(self, levels_per_unit: list[int]) -> float:
         return sum(self.unit_bits(i, level) for i, level in enumerate(levels_per_unit)) / self.weights
 
-    def _check_budget(self, bits: float) -> None:
+    def _extremes(self) -> tuple[float, float]:
+        """The average bits of the most compressed genome and of the least."""
         top = len(self.widths) - 1
-        most, least = self._average([0] * len(self.units)), self._average([top] * len(self.units))
+        return self._average([top] * len(self.units)), self._average([0] * len(self.units))
+
+    def _check_budget(self, bits: float) -> None:
+        least, most = self._extremes()
         if not least <= bits <= most:
             raise UserError(
                 f"quant budget {bits:g} average bits is impossible: with bit-widths {sorted(self.widths)} and group "
@@ -91,7 +95,7 @@ class QuantSpace(LinearSpace):
         the resulting exact average is what ``cost`` reports for every genome.
         """
         top = len(self.widths) - 1
-        most, least = self._average([0] * len(self.units)), self._average([top] * len(self.units))
+        least, most = self._extremes()
         fraction = (most - bits) / (most - least)
         return tuple(min(len(g) * top, math.ceil(fraction * len(g) * top - 1e-9)) for g in self.switch_groups)
 
