@@ -13,9 +13,9 @@ stand-in, like the embeddings and the LM head, belongs to the rest of the model.
 Every variant runs once per round, in a freshly shuffled order, the rounds repeated after warm-up. A sub-layer's time
 is the median over rounds of its variant's time minus the dropped reference's time *in the same round*, seconds
 apart, so that the load of a shared machine, which drifts over minutes by more than a narrow sub-layer's whole time,
-cancels out of each difference. The widths a space needs are measured together
-in one run (they share its dense and dropped references); a later job on the same device, dtype and shape that finds
-all of them in the store measures nothing, so `paretopress profile` is an optional head start.
+cancels out of each difference. The widths a space needs are measured together in one run (they share its dense and
+dropped references); a later job on the same device, dtype and shape that finds all of them in the store measures
+nothing, so `paretopress profile` is an optional head start.
 """
 
 from __future__ import annotations

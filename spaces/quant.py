@@ -8,8 +8,8 @@ With evenly spaced widths below 16 a level step changes a unit's cost by the sam
 switch levels only with units of the same ``(numel, G)``: each switch group keeps a fixed level sum, hence the
 average bits per weight (scales and zero points counted) of every genome is the same, known exactly (EvoPress).
 Other widths (2, 3, 4, 8 or 4, 16) have steps of unequal cost, which no level switch keeps exact; their budget is a
-``Limit`` on the total bits instead: every genome stays at or below ``bits`` and as close to it as one more level
-step allows, and its exact average is reported per candidate.
+``Limit`` on the total bits instead: every genome stays at or below ``bits``, a search repairs its genomes onto that
+limit (no single step towards the dense model still fits), and each candidate's exact average is reported.
 """
 
 from __future__ import annotations
