@@ -107,7 +107,9 @@ class QuantSpace(LinearSpace):
         count = len(self.units)
         level = next(level for level in range(len(self.widths)) if self.limit.fits([level] * count))
         levels = [level] * count
-        for i in range(count if level else 0):
+        if level == 0:  # the widest bit-width fits for all: nothing wider to give
+            return Genome(tuple(levels))
+        for i in range(count):
             levels[i] -= 1
             if not self.limit.fits(levels):
                 levels[i] += 1
