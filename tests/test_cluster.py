@@ -252,6 +252,7 @@ def test_worker_node_killed_mid_study_loses_nothing(cluster, straight, tiny_mode
     killed_at = evaluation_count(db)
     _, stderr = run.communicate(timeout=600)
     assert run.returncode == 0, stderr
-    assert killed_at < len(snapshot(straight)[2])  # the node died mid-study ...
-    assert "an evaluator actor died" in stderr  # ... with an evaluation in flight on it
+    assert killed_at < len(snapshot(straight)[2])  # the node died mid-study
+    # Whether an evaluation was in flight on it is a race here (a batch of one trial goes to the first idle actor, so
+    # the dead one may never be asked again); test_faults.py kills an actor mid-evaluation deterministically.
     assert snapshot(db) == snapshot(straight)  # no evaluation lost, none duplicated, the same front
