@@ -33,14 +33,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' tiny 
 
 import ray
 
-from paretopress.search.executor import connect_ray
-from paretopress.search.runner import run_job
-from paretopress.search.store import Store
-from tests.conftest import make_tiny_model, write_text_files
-from tests.test_cli import job_yaml, write
-from tests.test_cluster import GENERATIONS, Cluster
-from tests.test_faults import evaluation_count, kill_after, snapshot
-from tests.test_runner import make_job
+from paretopress.cluster import connect_ray
+from paretopress.run import run_job
+from paretopress.store.store import Store
+from tests.support import job_yaml, make_job, make_tiny_model, write, write_text_files
+from tests.support.cluster import Cluster
+from tests.support.faults import GENERATIONS, evaluation_count, kill_after, snapshot
 
 
 @dataclass

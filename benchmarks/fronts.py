@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 
 from paretopress.api import open_store, plot_front
+from paretopress.inputs.models import quiet_transformers
 from paretopress.job import load_job
-from paretopress.search.models import quiet_transformers
+from paretopress.run import DENSE, run_job
 from paretopress.search.pareto import hypervolume_2d
-from paretopress.search.runner import DENSE, run_job
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 JOBS = ("smollm2-nsga2.yaml", "smollm2-sweep.yaml")

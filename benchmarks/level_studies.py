@@ -12,15 +12,14 @@ from __future__ import annotations
 import argparse
 from collections import defaultdict
 
+from paretopress.evaluators.samples import HELDOUT
+from paretopress.inputs.models import load_model, quiet_transformers
 from paretopress.job import JobSpec
-from paretopress.search.controller import linear_space
-from paretopress.search.models import load_model, quiet_transformers
-from paretopress.search.store import Store
-from paretopress.search.strategy import HELDOUT
 from paretopress.spaces.genome import Genome
 from paretopress.spaces.linear import LinearSpace
 from paretopress.spaces.quant import QuantSpace
 from paretopress.spaces.sparsity import SparsitySpace
+from paretopress.store.store import Store
 
 
 def per_kind(space: LinearSpace, genome: Genome) -> str:
@@ -43,8 +42,8 @@ def main() -> None:
     with Store(args.db, readonly=True) as store:
         for name in args.studies:
             study = store.study(name)
-            job = JobSpec.model_validate({**study.spec, "name": study.name})
-            space = linear_space(job.space, load_model(job.model))
+            job = JobSpec.from_stored(study.name, study.spec)
+            space = job.space.space(load_model(job.model))
             metrics = defaultdict(dict)
             for e in store.evaluations(study.id, HELDOUT):
                 metrics[e.candidate_id][e.evaluator] = e.value

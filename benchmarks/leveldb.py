@@ -25,9 +25,9 @@ from pathlib import Path
 
 import torch
 
-from paretopress.search.data import WIKI_SAMPLE, load_documents, pack_samples
-from paretopress.search.leveldb import build_levels, write_database
-from paretopress.search.models import load_model, load_tokenizer, quiet_transformers
+from paretopress.inputs.data import WIKI_SAMPLE, load_documents, pack_samples
+from paretopress.inputs.levels import build_levels, write_database
+from paretopress.inputs.models import load_model, load_tokenizer, quiet_transformers
 from paretopress.spaces.database import LevelDatabase
 from paretopress.spaces.linear import LinearSpace
 from paretopress.spaces.quant import QuantSpace

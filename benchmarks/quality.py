@@ -15,10 +15,10 @@ import argparse
 import logging
 import time
 
+from paretopress.inputs.models import quiet_transformers
 from paretopress.job import JobSpec
-from paretopress.search.models import quiet_transformers
-from paretopress.search.runner import DENSE, Outcome, run_job
-from paretopress.search.store import Store
+from paretopress.run import DENSE, Outcome, run_job
+from paretopress.store.store import Store
 
 EVOPRESS = {"kind": "evopress", "generations": 12, "offspring": 8,
             "stages": [{"survivors": 2, "tokens": 512}, {"survivors": 1, "tokens": 2048}]}

@@ -29,14 +29,14 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM
 
+from paretopress.inputs.models import load_model, quiet_transformers
 from paretopress.job import JobSpec, load_job
-from paretopress.search.export import export_candidate
-from paretopress.search.latency import Setting, model_key, time_table, timed_rounds
-from paretopress.search.models import load_model, quiet_transformers
-from paretopress.search.runner import DENSE, run_job
-from paretopress.search.store import Store
+from paretopress.profile import Setting, model_key, time_table, timed_rounds
+from paretopress.report.export import export_candidate
+from paretopress.run import DENSE, run_job
 from paretopress.spaces import pruned
 from paretopress.spaces.width import WidthSpace
+from paretopress.store.store import Store
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "smollm2-speedup.yaml"
 

@@ -19,16 +19,18 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 import torch
 
 from paretopress.evaluators.forward import batched_logits
+from paretopress.evaluators.samples import HELDOUT, SampleSet
 from paretopress.evaluators.teacher import compute_teacher
-from paretopress.search.data import WIKI_SAMPLE, load_documents, pack_samples
-from paretopress.search.models import load_model, load_tokenizer, quiet_transformers
-from paretopress.search.strategy import HELDOUT, Trial
-from paretopress.search.worker import SampleSet, Worker
+from paretopress.inputs.data import WIKI_SAMPLE, load_documents, pack_samples
+from paretopress.inputs.models import load_model, load_tokenizer, quiet_transformers
+from paretopress.search.strategies import Trial
+from paretopress.search.worker import Worker
 from paretopress.spaces.depth import DepthSpace
 from paretopress.spaces.genome import Genome
 
@@ -82,7 +84,7 @@ def main() -> None:
     teacher = compute_teacher(model, tokens, args.top_k, args.batch_size)
     space = DepthSpace(model, "block", args.drop)
     pools = {HELDOUT: SampleSet(tokens, teacher)}
-    worker = Worker(MODEL, space, pools, args.batch_size, args.threads)
+    worker = Worker(partial(load_model, MODEL), space, pools, args.batch_size, args.threads)
     rng = np.random.default_rng(0)
     dropped = space.random_genome(rng)
 

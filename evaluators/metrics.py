@@ -10,7 +10,7 @@ from torch import nn
 
 from paretopress.evaluators.forward import TokenOutputs, batched_logits, compact
 from paretopress.evaluators.teacher import TeacherOutputs, kl_per_token
-from paretopress.params import count_nonzero_parameters
+from paretopress.kernel.params import count_nonzero_parameters
 
 
 class TokenMetric(ABC):

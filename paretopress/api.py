@@ -12,13 +12,13 @@ from pathlib import Path
 import pandas as pd
 from sqlalchemy import inspect
 
-from paretopress.errors import UserError
-from paretopress.job import budget_text
-from paretopress.search.front import model_front, study_front
-from paretopress.search.plots import plot_front, plot_genome, plot_hypervolume
-from paretopress.search.store import Store
-from paretopress.search.strategy import CALIBRATION, HELDOUT
+from paretopress.evaluators.samples import CALIBRATION, HELDOUT
+from paretopress.kernel.errors import UserError
+from paretopress.report.front import model_front, study_front
+from paretopress.report.plots import plot_front, plot_genome, plot_hypervolume
 from paretopress.spaces.genome import Genome
+from paretopress.spaces.specs import budget_text
+from paretopress.store.store import Store
 
 __all__ = ["StoreView", "open_store", "plot_front", "plot_genome", "plot_hypervolume"]
 

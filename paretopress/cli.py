@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from paretopress.errors import UserError, disk_error
+from paretopress.kernel.errors import UserError, disk_error
 
 DEFAULT_DB = "paretopress.db"
 CLUSTER_DB = "~/paretopress.db"  # on the head node: a submitted job's working directory is temporary

@@ -11,11 +11,12 @@ import time
 from typing import TYPE_CHECKING, TextIO
 
 from paretopress.api import open_store, plot_front
-from paretopress.errors import UserError
-from paretopress.job import budget_text, load_job
-from paretopress.search.front import study_front
-from paretopress.search.plots import renderer
-from paretopress.search.store import Store
+from paretopress.job import load_job
+from paretopress.kernel.errors import UserError
+from paretopress.report.front import study_front
+from paretopress.report.plots import renderer
+from paretopress.spaces.specs import budget_text
+from paretopress.store.store import Store
 
 if TYPE_CHECKING:
     from paretopress.search.controller import Progress
@@ -35,7 +36,7 @@ class ProgressLine:
         eta = p.elapsed / done - p.elapsed if done > 0 and p.evaluated else float("nan")
         best = f"{p.best_fitness:.4f}" if p.best_fitness is not None else "-"
         hypervolume = f"{p.hypervolume:.4f}" if p.hypervolume is not None else "-"
-        line = (f"generation {p.generation}/{p.generations}  best kl {best}  hypervolume {hypervolume}  "
+        line = (f"generation {p.generation}/{p.generations}  best {p.fitness} {best}  hypervolume {hypervolume}  "
                 f"{rate:.2f} evals/s  ({p.evaluated} run, {p.reused} from store)  ETA {_duration(eta)}")
         if self.tty:
             print(f"\r{line}\033[K", end="", file=self.stream, flush=True)
@@ -56,8 +57,8 @@ def _duration(seconds: float) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from paretopress.search.models import quiet_transformers  # torch, transformers, ray: only where a model runs
-    from paretopress.search.runner import DENSE, run_job
+    from paretopress.inputs.models import quiet_transformers  # torch, transformers, ray: only where a model runs
+    from paretopress.run import DENSE, run_job
 
     quiet_transformers()
     job = load_job(args.job)
@@ -83,8 +84,8 @@ def run(args: argparse.Namespace) -> int:
 
 def baseline(args: argparse.Namespace) -> int:
     """The job's baselines alone: their genomes land in the job's study, so a later `run` reuses them."""
-    from paretopress.search.models import quiet_transformers
-    from paretopress.search.runner import run_job
+    from paretopress.inputs.models import quiet_transformers
+    from paretopress.run import run_job
 
     quiet_transformers()
     job = load_job(args.job)
@@ -153,7 +154,7 @@ def plot(args: argparse.Namespace) -> int:
 
 
 def submit(args: argparse.Namespace) -> int:
-    from paretopress.search import cluster
+    from paretopress import cluster
 
     job_id = cluster.submit(args.job, args.address, args.db)
     where = f" --address {args.address}" if args.address else ""
@@ -162,14 +163,14 @@ def submit(args: argparse.Namespace) -> int:
 
 
 def jobs(args: argparse.Namespace) -> int:
-    from paretopress.search import cluster
+    from paretopress import cluster
 
     _table(("job", "status", "entrypoint"), cluster.jobs(args.address))
     return 0
 
 
 def logs(args: argparse.Namespace) -> int:
-    from paretopress.search import cluster
+    from paretopress import cluster
 
     print(cluster.logs(args.address, args.job_id), end="")
     return 0
@@ -177,7 +178,7 @@ def logs(args: argparse.Namespace) -> int:
 
 def doctor(args: argparse.Namespace) -> int:
     """Exit 0 when the store is sound, 1 when it has problems (listed one per line)."""
-    from paretopress.search.doctor import diagnose
+    from paretopress.store.doctor import diagnose
 
     diagnosis = diagnose(args.db)
     print(", ".join(f"{count} {table}" for table, count in diagnosis.counts.items()))
@@ -194,8 +195,8 @@ def doctor(args: argparse.Namespace) -> int:
 
 def profile(args: argparse.Namespace) -> int:
     """Measure (or read) the latency table of the model's sub-layer widths on this machine; print it."""
-    from paretopress.search.latency import profile_model
-    from paretopress.search.models import quiet_transformers
+    from paretopress.inputs.models import quiet_transformers
+    from paretopress.profile import profile_model
 
     quiet_transformers()
     table = profile_model(args.model, args.db, device=args.device, batch=args.batch, seq=args.seq, dtype=args.dtype,
@@ -211,8 +212,8 @@ def profile(args: argparse.Namespace) -> int:
 
 
 def export(args: argparse.Namespace) -> int:
-    from paretopress.search.export import export_candidate  # torch and transformers: only where a model runs
-    from paretopress.search.models import quiet_transformers
+    from paretopress.inputs.models import quiet_transformers
+    from paretopress.report.export import export_candidate  # torch and transformers: only where a model runs
 
     quiet_transformers()
     report = export_candidate(args.db, args.study, args.candidate, args.out, force=args.force)

@@ -1,274 +1,32 @@
-"""The job file: a validated, closed schema (unknown keys are errors), loaded from YAML as plain data."""
+"""The job file: a validated, closed schema (unknown keys are errors), loaded from YAML as plain data.
+
+Its space, strategy and baseline sections are the tagged unions of the kinds their registries hold: each kind's spec
+lives with the kind (``spaces/specs``, ``search/strategies``, ``search/baselines/specs``) and validates itself.
+"""
 
 from __future__ import annotations
 
-import itertools
 import math
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
-
-from paretopress.errors import UserError
-
-
-class Closed(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class DepthSpaceSpec(Closed):
-    """Drop ``drop`` whole blocks, or ``drop`` attention/MLP sub-layers with ``granularity: sublayer``.
-
-    A list of budgets makes EvoPress sweep them in one job; for NSGA-II, ``drop`` is the most it may drop.
-    """
-
-    kind: Literal["depth"] = "depth"
-    granularity: Literal["block", "sublayer"] = "block"
-    drop: int | list[int]
-
-    @field_validator("drop")
-    @classmethod
-    def _budgets_positive_and_distinct(cls, drop: int | list[int]) -> int | list[int]:
-        budgets = drop if isinstance(drop, list) else [drop]
-        if any(d < 1 for d in budgets):
-            raise ValueError(f"must be at least 1, not {drop}")
-        if len(set(budgets)) != len(budgets) or not budgets:
-            raise ValueError(f"budgets must be distinct and not empty: {drop}")
-        return drop
-
-    @property
-    def budgets(self) -> list[int]:
-        return self.drop if isinstance(self.drop, list) else [self.drop]
-
-
-class SparsitySpaceSpec(Closed):
-    """Unstructured sparsity per decoder linear at an exact average ``sparsity`` (0.5 = half the weights removed).
-
-    Levels are up to ``levels`` steps of ``step`` removed weights either side of ``sparsity``, never below 0% or
-    above 100% per layer (``step`` defaults to what lets a median-sized layer span that whole range);
-    ``calibration_samples`` calibration samples of ``evaluation.seq_len`` tokens feed Wanda and SparseGPT.
-    """
-
-    kind: Literal["sparsity"] = "sparsity"
-    sparsity: float
-    builder: Literal["magnitude", "wanda", "sparsegpt"] = "wanda"
-    levels: int = Field(4, ge=1, le=100)
-    step: int | None = Field(None, ge=1)
-    calibration_samples: int = Field(32, ge=1)
-    tie: bool = False  # q/k/v and gate/up share one level (runtimes fuse them)
-
-
-class QuantSpaceSpec(Closed):
-    """A bit-width per decoder linear at an average of ``bits`` bits per weight (scales and zero points counted).
-
-    ``widths`` are the bit-widths to choose from (2 to 8, and 16 for unquantized), quantized group-wise
-    (``group_size`` input columns share a float16 scale and an integer zero point) by round-to-nearest or GPTQ.
-    Evenly spaced widths below 16 give every genome exactly the same budget; others keep each genome at most at it.
-    """
-
-    kind: Literal["quant"] = "quant"
-    bits: float
-    widths: list[int] = Field(default_factory=lambda: [2, 3, 4, 5, 6])
-    group_size: int = Field(128, ge=1)
-    builder: Literal["rtn", "gptq"] = "gptq"
-    calibration_samples: int = Field(32, ge=1)
-    tie: bool = False  # q/k/v and gate/up share one bit-width (runtimes fuse them)
-
-
-class JointSpaceSpec(Closed):
-    """Two or three of depth, sparsity and quant in one genome, each with its own exact budget.
-
-    ``depth.drop`` must be one number here. The sparsity and quant budgets are averages over every decoder linear,
-    dropped blocks included; the cost of each candidate (parameters, bytes) counts only what it keeps. Sparsity next
-    to quant masks each quantized weight, so its builder must give masks (magnitude or wanda).
-    """
-
-    kind: Literal["joint"]
-    depth: DepthSpaceSpec | None = None
-    quant: QuantSpaceSpec | None = None
-    sparsity: SparsitySpaceSpec | None = None
-
-    @model_validator(mode="after")
-    def _two_components(self) -> JointSpaceSpec:
-        if sum(c is not None for c in (self.depth, self.quant, self.sparsity)) < 2:
-            raise ValueError("a joint space needs at least two of depth, sparsity and quant")
-        if self.depth is not None and isinstance(self.depth.drop, list):
-            raise ValueError("depth.drop: a joint space takes one budget, not a list")
-        if self.quant is not None and self.sparsity is not None and self.sparsity.builder == "sparsegpt":
-            raise ValueError("sparsity.builder: next to quant, sparsity needs mask levels (magnitude or wanda), "
-                             "not sparsegpt")
-        return self
-
-    @property
-    def linears(self) -> list[QuantSpaceSpec | SparsitySpaceSpec]:
-        """The per-linear components present, sparsity first."""
-        return [c for c in (self.sparsity, self.quant) if c is not None]
-
-
-class LatencySpec(Closed):
-    """Where the latency table behind a speedup target is measured: device, dtype, and the batch x sequence length
-    of a prefill pass; ``threads`` CPU threads (default: torch's), ``repeats`` timed rounds (median)."""
-
-    device: Literal["cpu", "cuda"] = "cpu"
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    batch: int = Field(1, ge=1)
-    seq: int = Field(128, ge=1)
-    threads: int | None = Field(None, ge=1)
-    repeats: int = Field(30, ge=1)
-
-
-class WidthSpaceSpec(Closed):
-    """KV groups of attention heads and FFN channels kept per layer, searched under a time budget: ``speedup``
-    (one target, or a list for one EvoPress run each) measured against the dense model on ``latency``'s device.
-
-    ``heads`` and ``channels`` are the kept fractions that form each sub-layer's levels (1.0 is always one; 0 drops
-    the sub-layer); channels are rounded to a multiple of ``multiple``. ``builder``: structured OBS on
-    ``calibration_samples`` calibration samples, or magnitude.
-    """
-
-    kind: Literal["width"]
-    speedup: float | list[float]
-    heads: list[float] | None = None  # default: every number of KV groups
-    channels: list[float] = Field(default_factory=lambda: [1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125, 0.0])
-    multiple: int = Field(8, ge=1)
-    builder: Literal["obs", "magnitude"] = "obs"
-    calibration_samples: int = Field(32, ge=1)
-    latency: LatencySpec = Field(default_factory=LatencySpec)
-
-    @field_validator("speedup")
-    @classmethod
-    def _speedups_above_one_and_distinct(cls, speedup: float | list[float]) -> float | list[float]:
-        targets = speedup if isinstance(speedup, list) else [speedup]
-        if not targets or len(set(targets)) != len(targets):
-            raise ValueError(f"speedup targets must be distinct and not empty: {speedup}")
-        if any(t <= 1 for t in targets):
-            raise ValueError(f"a speedup target must be above 1 (1.5 = 1.5x faster), not {speedup}")
-        return speedup
-
-    @property
-    def speedups(self) -> list[float]:
-        return self.speedup if isinstance(self.speedup, list) else [self.speedup]
-
-
-SPACES = {"depth": DepthSpaceSpec, "sparsity": SparsitySpaceSpec, "quant": QuantSpaceSpec, "joint": JointSpaceSpec,
-          "width": WidthSpaceSpec}
-BUDGET_KEYS = {"depth": "drop", "sparsity": "sparsity", "quant": "bits", "width": "speedup"}
-
-
-def budget_text(space: dict) -> str:
-    """A stored space spec's budget in one short string (``drop=6``; ``drop=4, bits=3.0`` for joint spaces)."""
-    if space.get("kind", "depth") == "joint":
-        return ", ".join(budget_text({"kind": kind, **space[kind]}) for kind in ("depth", "sparsity", "quant")
-                         if space.get(kind))
-    key = BUDGET_KEYS[space.get("kind", "depth")]
-    return f"{key}={space.get(key)}"
-
-
-def _space_kind(value: Any) -> str | None:
-    """The space's tag; ``kind`` may be left out for depth, the default."""
-    return value.get("kind", "depth") if isinstance(value, dict) else getattr(value, "kind", None)
-
-
-SpaceSpec = Annotated[
-    Annotated[DepthSpaceSpec, Tag("depth")] | Annotated[SparsitySpaceSpec, Tag("sparsity")]
-    | Annotated[QuantSpaceSpec, Tag("quant")] | Annotated[JointSpaceSpec, Tag("joint")]
-    | Annotated[WidthSpaceSpec, Tag("width")],
-    Discriminator(_space_kind),
-]
-
-
-BaselineMethod = Literal["uniform", "owl", "shortgpt", "angular", "finercut", "spdy"]
-BASELINE_SPACES: dict[str, tuple[str, ...]] = {  # which space kinds each one-shot baseline applies to
-    "uniform": ("sparsity", "quant"),
-    "owl": ("sparsity",),
-    "shortgpt": ("depth",),
-    "angular": ("depth",),
-    "finercut": ("depth",),
-    "spdy": ("depth", "sparsity", "quant", "width"),
-}
-
-
-class BaselineSpec(Closed):
-    """A one-shot baseline; its genome at every budget of the study lands as a candidate named after the method.
-
-    ``samples`` calibration samples of ``evaluation.seq_len`` tokens feed it; ``m`` and ``lambda`` are OWL's outlier
-    threshold and the half-width of its layerwise sparsity range.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-    method: BaselineMethod
-    samples: int = Field(8, ge=1)
-    m: float = Field(5.0, gt=0)
-    lam: float = Field(0.08, ge=0, lt=0.5, alias="lambda")
-
-    @model_validator(mode="after")
-    def _owl_settings_for_owl(self) -> BaselineSpec:
-        if self.method != "owl" and {"m", "lam"} & self.model_fields_set:
-            raise ValueError(f"m and lambda are settings of owl, not of {self.method}")
-        return self
-
-    def settings(self) -> dict:
-        """What determines the baseline's genomes (OWL's own settings only for OWL): its identity in the store."""
-        return self.model_dump(mode="json", exclude=None if self.method == "owl" else {"m", "lam"})
-
-
-class StageSpec(Closed):
-    """One selection stage: score the remaining candidates on ``tokens`` fresh tokens, keep ``survivors``."""
-
-    survivors: int = Field(ge=1)
-    tokens: int = Field(ge=1)
-
-
-def _default_stages() -> list[StageSpec]:
-    return [StageSpec(survivors=2, tokens=1024), StageSpec(survivors=1, tokens=4096)]
-
-
-class EvoPressSpec(Closed):
-    kind: Literal["evopress"] = "evopress"
-    generations: int = Field(20, ge=1)
-    offspring: int = Field(8, ge=1)
-    stages: list[StageSpec] = Field(default_factory=_default_stages, min_length=1)
-    warm_start: BaselineMethod | None = None
-
-    @model_validator(mode="after")
-    def _stages_narrow_to_one(self) -> EvoPressSpec:
-        survivors = [s.survivors for s in self.stages]
-        if survivors[0] > self.offspring:
-            raise ValueError(f"first stage keeps {survivors[0]} survivors but only {self.offspring} offspring exist")
-        if any(b > a for a, b in itertools.pairwise(survivors)):
-            raise ValueError(f"stage survivors must not grow from stage to stage: {survivors}")
-        if survivors[-1] != 1:
-            raise ValueError(f"the last stage must keep exactly 1 survivor (the next parent), not {survivors[-1]}")
-        return self
-
-
-class NSGA2Spec(Closed):
-    """NSGA-II over every budget up to the space's, for a whole front in one job; one fixed sample set scores all.
-
-    On width spaces every genome must reach the smallest speedup target, and ``objectives: [kl, latency]`` makes the
-    estimated time (from the latency table) the second objective instead of the parameter count.
-    """
-
-    kind: Literal["nsga2"]
-    generations: int = Field(10, ge=1)
-    population: int = Field(16, ge=2)
-    tokens: int = Field(1024, ge=1)
-    objectives: tuple[Literal["kl", "ppl"], Literal["params", "latency"]] = ("kl", "params")
-
-
-STRATEGIES = {"evopress": EvoPressSpec, "nsga2": NSGA2Spec}
-
-
-def _strategy_kind(value: Any) -> str | None:
-    """The strategy's tag; ``kind`` may be left out for EvoPress, the default."""
-    return value.get("kind", "evopress") if isinstance(value, dict) else getattr(value, "kind", None)
-
-
-StrategySpec = Annotated[
-    Annotated[EvoPressSpec, Tag("evopress")] | Annotated[NSGA2Spec, Tag("nsga2")], Discriminator(_strategy_kind)
-]
+from pydantic import Field, ValidationError, model_validator
+
+from paretopress.kernel.errors import UserError
+from paretopress.kernel.registry import Registry
+from paretopress.kernel.spec import Closed
+from paretopress.search.baselines.specs import BASELINES, BaselineSpec
+from paretopress.search.strategies import STRATEGIES
+from paretopress.search.strategies.evopress import EvoPressSpec
+from paretopress.spaces.specs import SPACES
+
+SpaceChoice = SPACES.union()
+StrategyChoice = STRATEGIES.union()
+BaselineChoice = BASELINES.union()
+#: The job-file fields whose value is a union of registered kinds (pydantic names the member in error locations).
+UNION_FIELDS: dict[str, Registry] = {"space": SPACES, "strategy": STRATEGIES, "baselines": BASELINES,
+                                     "warm_start": BASELINES}
 
 
 class FrontSpec(Closed):
@@ -300,44 +58,48 @@ class JobSpec(Closed):
     model: str = Field(min_length=1)
     data: str | dict[str, Any] = "wiki-sample"
     seed: int = 0
-    space: SpaceSpec
-    strategy: StrategySpec = Field(default_factory=EvoPressSpec)
+    space: SpaceChoice
+    strategy: StrategyChoice = Field(default_factory=EvoPressSpec)
     front: FrontSpec = Field(default_factory=FrontSpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     run: RunSpec = Field(default_factory=RunSpec)
-    baselines: list[BaselineSpec] = Field(default_factory=list)
+    baselines: list[BaselineChoice] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _baselines_fit_the_space(self) -> JobSpec:
         methods = [b.method for b in self.baselines]
-        for index, method in enumerate(methods):
-            if self.space.kind not in BASELINE_SPACES[method]:
-                kinds = " and ".join(BASELINE_SPACES[method])
-                raise ValueError(f"baselines.{index}.method: {method} applies to {kinds} spaces, not {self.space.kind}")
-            if method in methods[:index]:
-                raise ValueError(f"baselines.{index}.method: {method} is listed twice")
-            if self.baselines[index].samples > self.evaluation.calibration_samples:
-                raise ValueError(f"baselines.{index}.samples: {self.baselines[index].samples} is more than "
+        for index, baseline in enumerate(self.baselines):
+            if problem := baseline.problem_with(self.space):
+                raise ValueError(f"baselines.{index}.method: {problem}")
+            if baseline.method in methods[:index]:
+                raise ValueError(f"baselines.{index}.method: {baseline.method} is listed twice")
+            if baseline.samples > self.evaluation.calibration_samples:
+                raise ValueError(f"baselines.{index}.samples: {baseline.samples} is more than "
                                  f"evaluation.calibration_samples ({self.evaluation.calibration_samples})")
-        warm = getattr(self.strategy, "warm_start", None)
-        if warm is not None and self.space.kind not in BASELINE_SPACES[warm]:
-            raise ValueError(f"strategy.warm_start: {warm} applies to {' and '.join(BASELINE_SPACES[warm])} spaces, "
-                             f"not {self.space.kind}")
+        if self.warm_start is not None and (problem := self.warm_start.problem_with(self.space)):
+            raise ValueError(f"strategy.warm_start: {problem}")
         return self
 
     @property
+    def warm_start(self) -> BaselineSpec | None:
+        """The baseline the search starts from: named by method (its listed settings, else its defaults), or given
+        with its settings (as a stored study records it)."""
+        start = self.strategy.start_baseline()
+        if not isinstance(start, str):
+            return start
+        listed = {b.method: b for b in self.baselines}
+        return listed.get(start) or BASELINES[start]()
+
+    @property
     def all_baselines(self) -> list[BaselineSpec]:
-        """The listed baselines, plus the warm start's method with default settings when it is not listed."""
-        warm = getattr(self.strategy, "warm_start", None)
-        listed = {b.method for b in self.baselines}
-        return [*self.baselines, *([BaselineSpec(method=warm)] if warm and warm not in listed else [])]
+        """The listed baselines, plus the warm start's when its method is not listed."""
+        warm, listed = self.warm_start, {b.method for b in self.baselines}
+        return [*self.baselines, *([warm] if warm is not None and warm.method not in listed else [])]
 
     @model_validator(mode="after")
     def _samples_fit_the_pool(self) -> JobSpec:
-        strategy = self.strategy
-        tokens = [s.tokens for s in strategy.stages] if isinstance(strategy, EvoPressSpec) else [strategy.tokens]
         pool = self.evaluation.calibration_samples
-        for count in tokens:
+        for count in self.strategy.scoring_tokens():
             needed = math.ceil(count / self.evaluation.seq_len)
             if needed > pool:
                 raise ValueError(
@@ -347,14 +109,9 @@ class JobSpec(Closed):
         return self
 
     @model_validator(mode="after")
-    def _one_budget_for_nsga2(self) -> JobSpec:
-        if self.strategy.kind == "nsga2" and self.space.kind not in ("depth", "width"):
-            raise ValueError(f"strategy.kind: nsga2 searches depth and width spaces only, not {self.space.kind}; "
-                             "use evopress")
-        if self.strategy.kind == "nsga2" and self.space.kind == "depth" and isinstance(self.space.drop, list):
-            raise ValueError("space.drop: nsga2 explores every budget up to it; give one number, not a list")
-        if self.strategy.kind == "nsga2" and "latency" in self.strategy.objectives and self.space.kind != "width":
-            raise ValueError("strategy.objectives: latency needs a width space (its latency table)")
+    def _strategy_fits_the_space(self) -> JobSpec:
+        if problem := self.strategy.problem_with(self.space):
+            raise ValueError(problem)
         return self
 
     def study_spec(self) -> dict:
@@ -365,21 +122,34 @@ class JobSpec(Closed):
         studies stored before warm starts existed).
         """
         spec = self.model_dump(mode="json", exclude={"name", "run", "baselines"})
-        warm = spec["strategy"].pop("warm_start", None)
-        if warm is not None:
-            spec["strategy"]["warm_start"] = next(
-                b for b in self.all_baselines if b.method == warm).settings()
+        spec["strategy"].pop("warm_start", None)
+        if self.warm_start is not None:
+            spec["strategy"]["warm_start"] = self.warm_start.settings()
         return spec
+
+    @classmethod
+    def from_stored(cls, name: str, spec: dict) -> JobSpec:
+        """The job of a stored study (its spec as ``study_spec`` wrote it), with default run settings."""
+        return cls.model_validate({**spec, "name": name})
 
 
 def _one_line(error: ValidationError) -> str:
     first = error.errors()[0]
-    loc = [str(part) for part in first["loc"]]
-    loc = loc[:1] + [part for part in loc[1:] if part not in {*STRATEGIES, *SPACES}]  # pydantic adds the union's tag
-    if first["type"] == "union_tag_invalid":
-        loc.append("kind")
-        kinds = SPACES if loc[0] == "space" else STRATEGIES
-        message = f"unknown kind {first['input'].get('kind')!r}; expected one of {', '.join(kinds)}"
+    loc, registry, field = [], None, None
+    for part in (str(p) for p in first["loc"] if not str(p).startswith("tagged-union[")):
+        if registry is not None and part in registry:  # the union member's tag pydantic puts after the field
+            registry = None
+            continue
+        loc.append(part)
+        if part in UNION_FIELDS:
+            registry = field = UNION_FIELDS[part]
+        elif not part.isdigit():  # a list index keeps the field's union open
+            registry = None
+    if first["type"] in ("union_tag_invalid", "union_tag_not_found") and field is not None:
+        loc.append(field.tag)
+        given = first["input"].get(field.tag) if isinstance(first["input"], dict) else None
+        problem = f"unknown {field.what} {given!r}" if given is not None else f"no {field.tag} given"
+        message = f"{problem}; expected one of {', '.join(field.names)}"
     else:
         message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
     message = message.replace("Value error, ", "")

@@ -7,17 +7,13 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 from collections.abc import Iterator
 from typing import Any, Protocol
 
 import ray
-from ray._private import ray_constants
-from ray.exceptions import AuthenticationError, RayActorError
+from ray.exceptions import RayActorError
 
-from paretopress.errors import UserError
-from paretopress.search.cluster import TOKEN_HINT
-from paretopress.search.strategy import Trial
+from paretopress.search.strategies.base import Trial
 from paretopress.search.worker import Result, Worker
 
 log = logging.getLogger(__name__)
@@ -44,66 +40,6 @@ class LocalExecutor:
 
     def close(self) -> None:
         pass
-
-
-def connect_ray(address: str | None, num_cpus: int | None = None) -> None:
-    """Start a private local Ray instance or join the cluster at ``address``.
-
-    The local instance listens on loopback only, has no dashboard and no token auth, and is always a new one:
-    ``address="local"`` keeps Ray from joining whatever cluster ``ray start`` left running on this machine.
-    On a cluster with token authentication, export RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH)
-    before running paretopress; Ray reads them from the environment.
-    """
-    if ray.is_initialized():
-        return
-    address = address or os.environ.get("RAY_ADDRESS")  # set for jobs submitted to a cluster
-    if address:
-        check_reachable(address)
-        try:
-            ray.init(address=address, logging_level=logging.WARNING)
-        except (ConnectionError, AuthenticationError) as error:  # after 20 s of retries, or at once without a token
-            raise UserError(_join_error(address, error)) from error
-    else:
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        _loopback_only()
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING)
-
-
-def _join_error(address: str, error: BaseException) -> str:
-    """One line for a failed ``ray.init``: Ray chains the cause of a refused token as an exception or as its text."""
-    chain: list[BaseException] = []
-    link: BaseException | None = error
-    while link is not None and link not in chain:
-        chain.append(link)
-        link = link.__cause__ or link.__context__
-    if any(isinstance(e, AuthenticationError) or "AuthenticationError" in str(e) for e in chain):
-        return f"the Ray cluster at {address} refused us (a missing or wrong token): {TOKEN_HINT}"
-    return f"cannot join the Ray cluster at {address}: {str(chain[0]).splitlines()[0]}"
-
-
-def check_reachable(address: str, timeout: float = 5.0) -> None:
-    """Fail in seconds with one line on a mistyped or unreachable address: ``ray.init`` retries for minutes.
-
-    ``auto`` (Ray finds a cluster started on this machine) and ``ray://`` client addresses are left to Ray.
-    """
-    if address == "auto" or address.startswith("ray://"):
-        return
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise UserError(f"--address {address!r} is not HOST:PORT (the head node's GCS port, 6379 by default) or auto")
-    try:
-        socket.create_connection((host, int(port)), timeout=timeout).close()
-    except OSError as error:
-        raise UserError(f"cannot reach a Ray cluster at {address}: {error.strerror or error}") from error
-
-
-def _loopback_only() -> None:
-    """Make a private instance listen on 127.0.0.1: Ray otherwise binds its servers to every interface, which,
-    with token auth off, would open this machine's Ray to its network. Ray keeps loopback for single-machine
-    instances on macOS and Windows; this asks for the same here (the constant for this process, whose ray is
-    already imported, and the environment variable for the processes it starts)."""
-    os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"
-    ray_constants.ENABLE_RAY_CLUSTER = False
 
 
 class RayExecutor:

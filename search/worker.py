@@ -5,14 +5,15 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from paretopress.evaluators.metrics import score
-from paretopress.evaluators.teacher import TeacherOutputs
-from paretopress.search.models import load_model, quiet_transformers
-from paretopress.search.strategy import Trial
+from paretopress.evaluators.samples import SampleSet
+from paretopress.search.strategies.base import Trial
 from paretopress.spaces.base import Space
 
 
@@ -23,21 +24,14 @@ class Result:
     worker: str
 
 
-@dataclass(frozen=True)
-class SampleSet:
-    """A pool of token samples [samples, seq] and the dense model's outputs on them."""
-
-    tokens: torch.Tensor
-    teacher: TeacherOutputs
-
-
 class Worker:
+    """``load`` gives the dense model; it runs once, in the worker's own process (a picklable function)."""
+
     def __init__(
-        self, model: str, space: Space, pools: dict[str, SampleSet], batch_size: int, threads: int
+        self, load: Callable[[], nn.Module], space: Space, pools: dict[str, SampleSet], batch_size: int, threads: int
     ) -> None:
         torch.set_num_threads(threads)
-        quiet_transformers()
-        self.model = load_model(model)
+        self.model = load()
         self.space = space
         self.pools = pools
         self.batch_size = batch_size

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from paretopress.errors import UserError
+from paretopress.kernel.errors import UserError
 
 ATTENTION_NAMES = ("self_attn", "attn", "self_attention", "attention")
 MLP_NAMES = ("mlp", "feed_forward", "ffn")

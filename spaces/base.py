@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING
 
 import numpy as np
-from torch import nn
 
 from paretopress.spaces.budget import Limit
 from paretopress.spaces.genome import Genome
+
+if TYPE_CHECKING:  # strategies and operators use spaces without torch
+    import torch
+    from torch import nn
 
 
 class Space(ABC):
@@ -41,6 +45,20 @@ class Space(ABC):
     def dense(self) -> Genome:
         """The uncompressed model: every unit at level 0 (outside the budget, a reference point)."""
         return Genome((0,) * len(self.units))
+
+    def start(self) -> Genome | None:
+        """Where a search starts without a warm start: a fixed genome (such as the uniform one, so the study also
+        confirms it at the same budget), or None for a random feasible genome."""
+        return None
+
+    def reconstruction_inputs(self) -> tuple[str, ...] | None:
+        """The modules whose input statistics (X^T X) measure this space's levels by layer reconstruction error
+        (``reconstruction_errors``); None where only the model's output can measure them."""
+        return None
+
+    def reconstruction_errors(self, model: nn.Module, hessians: dict[str, torch.Tensor]) -> list[list[float]]:
+        """Relative reconstruction error of every unit at every level, for spaces with ``reconstruction_inputs``."""
+        raise NotImplementedError(f"{self.kind} spaces have no reconstruction error")
 
     def random_genome(self, rng: np.random.Generator) -> Genome:
         """A uniformly drawn feasible genome: each group's level mass spread one step at a time.

@@ -10,8 +10,8 @@ from typing import Literal
 import torch
 from torch import nn
 
-from paretopress.errors import UserError
-from paretopress.params import count_parameters
+from paretopress.kernel.errors import UserError
+from paretopress.kernel.params import count_parameters
 from paretopress.spaces.anatomy import Anatomy, read_anatomy
 from paretopress.spaces.base import Space
 from paretopress.spaces.genome import Genome

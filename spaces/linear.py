@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from paretopress.params import count_parameters
+from paretopress.kernel.params import count_parameters
 from paretopress.spaces.anatomy import read_anatomy
 from paretopress.spaces.base import Space
 from paretopress.spaces.database import LevelDatabase
@@ -106,6 +106,26 @@ class LinearSpace(Space):
     def _split(self, index: int, weight: torch.Tensor) -> list[torch.Tensor]:
         """A unit's weight cut back into its members' row slices (views)."""
         return list(torch.split(weight, self.rows[index]))
+
+    def start(self) -> Genome:
+        return self.uniform()
+
+    def reconstruction_inputs(self) -> tuple[str, ...]:
+        return self.calibration_inputs()
+
+    def reconstruction_errors(self, model: nn.Module, hessians: dict[str, torch.Tensor]) -> list[list[float]]:
+        """tr(dW H dW^T) / tr(W H W^T) of every unit at every level, H = X^T X of the unit's input."""
+        table = []
+        for index, group in enumerate(self.members):
+            h = hessians[group[0]].double()
+            dense = self.dense_weight(model, index).detach()
+            energy = float(((dense.double() @ h) * dense.double()).sum())
+            row = []
+            for level in range(self.num_levels[index]):
+                delta = self.level_weight(index, level, dense.clone()).double() - dense.double()
+                row.append(float(((delta @ h) * delta).sum()) / energy)
+            table.append(row)
+        return table
 
     def uniform(self) -> Genome:
         """The most uniform feasible genome: within each switch group, levels differ by at most one."""

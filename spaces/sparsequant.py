@@ -15,7 +15,7 @@ from contextlib import AbstractContextManager
 
 from torch import nn
 
-from paretopress.errors import UserError
+from paretopress.kernel.errors import UserError
 from paretopress.spaces.base import Space
 from paretopress.spaces.genome import Genome
 from paretopress.spaces.quant import SCALE_BITS, QuantSpace
@@ -43,6 +43,9 @@ class SparseQuantSpace(Space):
     def split(self, genome: Genome) -> tuple[Genome, Genome]:
         cut = len(self.sparsity.units)
         return Genome(genome.levels[:cut]), Genome(genome.levels[cut:])
+
+    def start(self) -> Genome:
+        return self.uniform()
 
     def uniform(self) -> Genome:
         """Both components uniform: every unit at the budget's sparsity and the most even spread of bit-widths."""

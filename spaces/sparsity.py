@@ -16,7 +16,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from paretopress.errors import UserError
+from paretopress.kernel.errors import UserError
 from paretopress.spaces import levels
 from paretopress.spaces.genome import Genome
 from paretopress.spaces.linear import LinearSpace

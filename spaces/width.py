@@ -30,8 +30,8 @@ from typing import Literal
 import torch
 from torch import nn
 
-from paretopress.errors import UserError
-from paretopress.params import count_parameters
+from paretopress.kernel.errors import UserError
+from paretopress.kernel.params import count_parameters
 from paretopress.spaces.anatomy import Anatomy, read_anatomy
 from paretopress.spaces.base import Space
 from paretopress.spaces.budget import TimeTable
@@ -170,6 +170,9 @@ class WidthSpace(Space):
         if len(speedups) == 1:
             return {"": self.at_speedup(speedups[0])}
         return {f"speedup={s:g}": self.at_speedup(s) for s in speedups}
+
+    def start(self) -> Genome:
+        return self.uniform()
 
     def uniform(self) -> Genome:
         """Uniform width pruning: every attention at one width and every MLP at one width, the kept fractions as equal

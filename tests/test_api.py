@@ -8,12 +8,13 @@ import threading
 import pytest
 
 import paretopress
-from paretopress.errors import UserError
-from paretopress.job import JobSpec, budget_text
-from paretopress.search.front import model_front, study_front
+from paretopress.job import JobSpec
+from paretopress.kernel.errors import UserError
+from paretopress.report.front import model_front, study_front
 from paretopress.search.pareto import non_dominated
-from paretopress.search.store import Store
 from paretopress.spaces.genome import Genome
+from paretopress.spaces.specs import budget_text
+from paretopress.store.store import Store
 
 
 def test_import_stays_light():

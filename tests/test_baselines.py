@@ -11,16 +11,14 @@ from transformers import AutoModelForCausalLM
 
 from paretopress.api import open_store
 from paretopress.cli import main
-from paretopress.job import BaselineSpec, JobSpec
-from paretopress.search.baselines import Calibration, make_baseline
+from paretopress.job import JobSpec
+from paretopress.run import build_space, run_job
+from paretopress.search.baselines.base import Calibration
 from paretopress.search.baselines.linear import layer_sparsity, outlier_ratio
 from paretopress.search.baselines.spdy import knapsack, solve
-from paretopress.search.controller import build_space
-from paretopress.search.runner import run_job
-from paretopress.search.store import Store
 from paretopress.spaces.depth import DepthSpace
-from tests.test_cli import job_yaml, write
-from tests.test_linear_spaces import QUANT, SPARSITY
+from paretopress.store.store import Store
+from tests.support import QUANT, SPARSITY, baseline, job_yaml, refused, write
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +43,7 @@ def calibration(model, samples: int = 4) -> Calibration:
 
 
 def propose(method: str, spaces, model, **settings_):
-    return make_baseline(BaselineSpec(method=method, **settings_)).propose(spaces, calibration(model))
+    return baseline(method, **settings_).propose(spaces, calibration(model))
 
 
 @pytest.mark.parametrize("method", ["shortgpt", "angular", "finercut", "spdy"])
@@ -74,20 +72,22 @@ def test_finercut_removes_an_identity_sublayer_first(tiny_model):
     with torch.no_grad():
         model.model.layers[4].mlp.down_proj.weight.zero_()
     space = DepthSpace(model, "sublayer", 3)
-    path = make_baseline(BaselineSpec(method="finercut")).path(space, calibration(model), 3)
+    path = baseline("finercut").path(space, calibration(model), 3)
     assert path[0] == space.units.index("model.layers.4.mlp")
     assert len(set(path)) == 3
 
 
 def test_finercut_cost_is_one_pass_per_removal_tried(model):
     calib = calibration(model)
-    make_baseline(BaselineSpec(method="finercut")).propose([DepthSpace(model, "block", 2)], calib)
+    baseline("finercut").propose([DepthSpace(model, "block", 2)], calib)
     assert calib.passes == 1 + 6 + 5  # the dense reference, then every remaining block at each of two steps
 
 
-def test_angular_refuses_sublayers(model):
-    with pytest.raises(Exception, match="whole blocks"):
-        propose("angular", [DepthSpace(model, "sublayer", 2)], model)
+def test_angular_refuses_sublayers_before_any_study(tiny_model, text_files, tmp_path, capsys):
+    """Which baselines apply to a space is part of the job's validation: nothing is written."""
+    bad = job_yaml(tiny_model, text_files, **{"space.granularity": "sublayer"}, baselines=[{"method": "angular"}])
+    refused(job_yaml(tiny_model, text_files), bad, "baselines.0.method: angular drops windows of whole blocks",
+            tmp_path, capsys)
 
 
 def test_owl_outlier_ratio_and_layer_sparsity_known_answers():
@@ -121,7 +121,7 @@ def test_owl_follows_the_block_ratios(tiny_model, text_files, model):
     """On a fine grid, every unit of a block OWL prunes more is at least as sparse as the same unit elsewhere."""
     job = JobSpec.model_validate(job_yaml(tiny_model, text_files, space={**SPARSITY, "levels": 20}))
     space = build_space(job, model)
-    owl = make_baseline(BaselineSpec(method="owl", m=2.0, **{"lambda": 0.2}))
+    owl = baseline("owl", m=2.0, **{"lambda": 0.2})
     sparsity = owl.block_sparsity(space, calibration(model))
     genome = owl.propose([space], calibration(model))[0]
     per_block = np.array(genome.levels).reshape(6, -1).sum(axis=1)

@@ -1,52 +1,14 @@
 """The command line on bad input: one line on stderr, exit code 2, the store byte-for-byte unchanged."""
 
-import hashlib
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from paretopress.cli import main
 from paretopress.job import load_job
-
-
-def job_yaml(tiny_model, text_files, **changes) -> dict:
-    job = {
-        "name": "tiny",
-        "model": str(tiny_model),
-        "data": {"path": "text", "data_files": [str(p) for p in text_files], "sample_by": "document"},
-        "seed": 0,
-        "space": {"kind": "depth", "drop": 2},
-        "strategy": {"generations": 2, "offspring": 4, "stages": [{"survivors": 2, "tokens": 64},
-                                                                  {"survivors": 1, "tokens": 128}]},
-        "evaluation": {"seq_len": 32, "calibration_samples": 8, "heldout_samples": 4, "top_k": 16},
-        "run": {"workers": 2, "batch_size": 4},
-    }
-    for dotted, value in changes.items():
-        *parents, last = dotted.split(".")
-        node = job
-        for key in parents:
-            node = node[key]
-        if value is DELETE:
-            del node[last]
-        else:
-            node[last] = value
-    return job
-
-
-DELETE = object()
-
-
-def write(path: Path, job: dict) -> Path:
-    path.write_text(yaml.safe_dump(job))
-    return path
-
-
-def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else "absent"
-
+from tests.support import DELETE, digest, job_yaml, refused, write
 
 BAD_JOBS = {
     "unknown top-level key": ({"spaec": 1}, "spaec: unknown key"),
@@ -77,7 +39,7 @@ BAD_JOBS = {
     "no workers": ({"run.workers": 0}, "run.workers"),
     "baseline of another space": ({"baselines": [{"method": "owl"}]}, "owl applies to sparsity spaces, not depth"),
     "unknown baseline": ({"baselines": [{"method": "oracle"}]}, "baselines.0.method"),
-    "owl setting on another baseline": ({"baselines": [{"method": "shortgpt", "m": 3}]}, "settings of owl"),
+    "owl setting on another baseline": ({"baselines": [{"method": "shortgpt", "m": 3}]}, "baselines.0.m: unknown key"),
     "baseline listed twice": ({"baselines": [{"method": "spdy"}, {"method": "spdy"}]}, "listed twice"),
     "baseline samples beyond the pool": ({"baselines": [{"method": "spdy", "samples": 99}]}, "baselines.0.samples"),
     "warm start of another space": ({"strategy.warm_start": "uniform"}, "strategy.warm_start"),
@@ -87,16 +49,7 @@ BAD_JOBS = {
 @pytest.mark.parametrize("case", list(BAD_JOBS), ids=list(BAD_JOBS))
 def test_bad_job_files(case, tiny_model, text_files, tmp_path, capsys):
     changes, message = BAD_JOBS[case]
-    db = tmp_path / "existing.db"
-    assert main(["run", str(write(tmp_path / "good.yaml", job_yaml(tiny_model, text_files))), "--db", str(db),
-                 "--executor", "local"]) == 0
-    before = digest(db)
-    capsys.readouterr()
-    job = write(tmp_path / "bad.yaml", job_yaml(tiny_model, text_files, **changes))
-    assert main(["run", str(job), "--db", str(db), "--executor", "local"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("paretopress: error:") and message in err and "\n" not in err
-    assert digest(db) == before
+    refused(job_yaml(tiny_model, text_files), job_yaml(tiny_model, text_files, **changes), message, tmp_path, capsys)
 
 
 def test_changed_spec_under_the_same_name_is_refused(tiny_model, text_files, tmp_path, capsys):

@@ -8,9 +8,9 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from paretopress.errors import UserError
-from paretopress.search.cache import cache_dir
-from paretopress.search.data import WIKI_SAMPLE, load_documents, pack_samples
+from paretopress.inputs.cache import cache_dir
+from paretopress.inputs.data import WIKI_SAMPLE, load_documents, pack_samples
+from paretopress.kernel.errors import UserError
 
 
 def write_documents(folder: Path, count: int, prefix: str = "doc") -> tuple[list[Path], list[str]]:

@@ -5,8 +5,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from paretopress.errors import UserError
-from paretopress.params import count_parameters
+from paretopress.kernel.errors import UserError
+from paretopress.kernel.params import count_parameters
 from paretopress.spaces.depth import DepthSpace
 from paretopress.spaces.genome import Genome
 

@@ -17,9 +17,9 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from paretopress.cli import main
-from paretopress.errors import disk_error
-from tests.test_cli import job_yaml, write
-from tests.test_faults import GENERATIONS, evaluation_count, snapshot, uninterrupted  # noqa: F401 - a fixture
+from paretopress.kernel.errors import disk_error
+from tests.support import job_yaml, write
+from tests.support.faults import GENERATIONS, evaluation_count, snapshot
 
 
 def run_with_file_limit(command: list[str], limit: int | None) -> subprocess.CompletedProcess:
@@ -56,7 +56,7 @@ def failed_mid_study_with_one_line(full: subprocess.CompletedProcess, db, says: 
     assert "store is sound" in capsys.readouterr().out
 
 
-def test_disk_full_mid_study_then_resumed(uninterrupted, tiny_model, text_files, tmp_path, capsys):  # noqa: F811
+def test_disk_full_mid_study_then_resumed(uninterrupted, tiny_model, text_files, tmp_path, capsys):
     job, db = write(tmp_path / "job.yaml", job_yaml(tiny_model, text_files, **GENERATIONS)), tmp_path / "s.db"
     full = run_with_file_limit(study_command(job, db), 96 * 1024)  # the caches are warm: only the store grows
     failed_mid_study_with_one_line(full, db, "disk I/O error", uninterrupted, capsys)
@@ -78,7 +78,7 @@ def small_disk(tmp_path):
         subprocess.run(["umount", str(disk)], check=True)
 
 
-def test_real_full_filesystem_then_grown(small_disk, uninterrupted, tiny_model, text_files, capsys):  # noqa: F811
+def test_real_full_filesystem_then_grown(small_disk, uninterrupted, tiny_model, text_files, capsys):
     job = write(small_disk.parent / "job.yaml", job_yaml(tiny_model, text_files, **GENERATIONS))
     db = small_disk / "s.db"
     full = subprocess.run(study_command(job, db), capture_output=True, text=True)
@@ -88,7 +88,7 @@ def test_real_full_filesystem_then_grown(small_disk, uninterrupted, tiny_model, 
     assert snapshot(db) == ("completed", *uninterrupted[1:])
 
 
-def test_disk_full_while_creating_the_store_leaves_no_store(uninterrupted, tiny_model, text_files,  # noqa: F811
+def test_disk_full_while_creating_the_store_leaves_no_store(uninterrupted, tiny_model, text_files,
                                                             tmp_path):
     job, db = write(tmp_path / "job.yaml", job_yaml(tiny_model, text_files, **GENERATIONS)), tmp_path / "s.db"
     full = run_with_file_limit(study_command(job, db), 8 * 1024)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from transformers import AutoModelForCausalLM
 
-from paretopress.search.evopress import EvoPress, Stage
+from paretopress.search.strategies.evopress import EvoPress, Stage
 from paretopress.spaces.depth import DepthSpace
 
 

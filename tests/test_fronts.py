@@ -4,11 +4,11 @@ import json
 
 import pytest
 
-from paretopress.search.front import study_front
+from paretopress.report.front import study_front
+from paretopress.run import run_job
 from paretopress.search.pareto import non_dominated
-from paretopress.search.runner import run_job
-from paretopress.search.store import Store
-from tests.test_runner import InterruptAfter, make_job
+from paretopress.store.store import Store
+from tests.support import InterruptAfter, make_job
 
 NSGA2 = {"kind": "nsga2", "generations": 3, "population": 6, "tokens": 64}
 

@@ -5,11 +5,11 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from paretopress.cli import main
-from paretopress.errors import UserError
-from paretopress.job import LatencySpec
-from paretopress.search.latency import Setting, latency_table, median_times, model_key, time_table, timed_rounds
-from paretopress.search.store import Store
+from paretopress.kernel.errors import UserError
+from paretopress.profile import Setting, latency_table, median_times, model_key, time_table, timed_rounds
+from paretopress.spaces.specs.width import LatencySpec
 from paretopress.spaces.width import WidthSpace
+from paretopress.store.store import Store
 
 SETTING = ("cpu: test machine x 1 threads", "float32", 1, 16)
 

@@ -9,24 +9,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import AutoModelForCausalLM
 
-from paretopress.errors import UserError
+from paretopress.inputs.levels import check_database
 from paretopress.job import JobSpec
-from paretopress.params import count_nonzero_parameters
-from paretopress.search.controller import build_space
-from paretopress.search.export import export_candidate
-from paretopress.search.leveldb import check_database
+from paretopress.kernel.errors import UserError
+from paretopress.kernel.params import count_nonzero_parameters
+from paretopress.report.export import export_candidate
+from paretopress.run import build_space, run_job
 from paretopress.search.operators import level_switch, mutate
-from paretopress.search.runner import run_job
 from paretopress.spaces import levels
 from paretopress.spaces.database import LevelDatabase
 from paretopress.spaces.quant import QuantSpace
 from paretopress.spaces.sparsity import SparsitySpace
-from tests import test_cli
-from tests.test_cli import job_yaml
-
-SPARSITY = {"kind": "sparsity", "sparsity": 0.5, "builder": "wanda", "levels": 3, "calibration_samples": 8}
-QUANT = {"kind": "quant", "bits": 3.5, "widths": [2, 3, 4], "group_size": 16, "builder": "gptq",
-         "calibration_samples": 8}
+from tests.support import QUANT, SPARSITY, job_yaml, refused
 
 
 def job(tiny_model, text_files, space, **changes) -> JobSpec:
@@ -342,8 +336,7 @@ BAD_SPACES = {
 
 
 @pytest.mark.parametrize("case", list(BAD_SPACES), ids=list(BAD_SPACES))
-def test_bad_space_is_one_line_exit_2_and_leaves_the_store(case, tiny_model, text_files, tmp_path, capsys,
-                                                           monkeypatch):
+def test_bad_space_is_one_line_exit_2_and_leaves_the_store(case, tiny_model, text_files, tmp_path, capsys):
     """The CLI's bad-input check (tests/test_cli.py) with these spaces' impossible requests."""
-    monkeypatch.setitem(test_cli.BAD_JOBS, case, BAD_SPACES[case])
-    test_cli.test_bad_job_files(case, tiny_model, text_files, tmp_path, capsys)
+    changes, message = BAD_SPACES[case]
+    refused(job_yaml(tiny_model, text_files), job_yaml(tiny_model, text_files, **changes), message, tmp_path, capsys)

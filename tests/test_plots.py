@@ -11,8 +11,8 @@ import pytest
 
 import paretopress
 from paretopress.cli import main
-from paretopress.errors import UserError
-from paretopress.search.plots import front_steps, genome_grid
+from paretopress.kernel.errors import UserError
+from paretopress.report.plots import front_steps, genome_grid
 
 
 @pytest.fixture(scope="module")

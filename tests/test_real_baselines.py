@@ -5,13 +5,12 @@ import torch
 import yaml
 
 from paretopress.cli import main
-from paretopress.job import BaselineSpec
-from paretopress.search.baselines import Calibration, make_baseline
-from paretopress.search.data import WIKI_SAMPLE, load_documents, pack_samples
-from paretopress.search.models import load_model, load_tokenizer
-from paretopress.search.store import Store
+from paretopress.inputs.data import WIKI_SAMPLE, load_documents, pack_samples
+from paretopress.inputs.models import load_model, load_tokenizer
+from paretopress.search.baselines.base import Calibration
 from paretopress.spaces.sparsity import SparsitySpace
-from tests.test_real_smollm2 import JOB
+from paretopress.store.store import Store
+from tests.support import JOB, baseline
 
 pytestmark = pytest.mark.real
 
@@ -39,7 +38,7 @@ def test_owl_on_real_layers():
     model = load_model("smollm2-135m")
     tokens = pack_samples(load_documents(WIKI_SAMPLE).calibration, load_tokenizer("smollm2-135m"), 128, 4)
     space = SparsitySpace(model, 0.5, "wanda", levels_per_side=8)
-    owl = make_baseline(BaselineSpec(method="owl"))
+    owl = baseline("owl")
     sparsity = owl.block_sparsity(space, Calibration(model, tokens, 4))
     assert sum(sparsity) / len(sparsity) == pytest.approx(0.5)
     assert max(sparsity) - min(sparsity) == pytest.approx(0.16)

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from paretopress.search.data import WIKI_SAMPLE, load_documents, pack_samples
-from paretopress.search.leveldb import calibration_xtx
-from paretopress.search.models import load_model, load_tokenizer
+from paretopress.evaluators.calibration import calibration_xtx
+from paretopress.inputs.data import WIKI_SAMPLE, load_documents, pack_samples
+from paretopress.inputs.models import load_model, load_tokenizer
 from paretopress.spaces import levels
 
 pytestmark = pytest.mark.real

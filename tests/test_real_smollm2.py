@@ -8,22 +8,10 @@ import yaml
 from transformers import AutoModelForCausalLM
 
 from paretopress.cli import main
-from paretopress.search.store import Store
+from paretopress.store.store import Store
+from tests.support import JOB
 
 pytestmark = pytest.mark.real
-
-JOB = {
-    "name": "smollm2-real",
-    "model": "smollm2-135m",
-    "data": "wiki-sample",
-    "seed": 0,
-    "space": {"kind": "depth", "drop": 3},
-    "strategy": {"generations": 2, "offspring": 4, "stages": [{"survivors": 2, "tokens": 256},
-                                                              {"survivors": 1, "tokens": 512}]},
-    "evaluation": {"seq_len": 128, "calibration_samples": 16, "heldout_samples": 8, "top_k": 128},
-    "run": {"workers": 2, "batch_size": 8},
-}
-
 
 def test_cli_search_and_export_on_smollm2(ray_cluster, tmp_path, capsys):
     job, db, out = tmp_path / "job.yaml", tmp_path / "s.db", tmp_path / "export"

@@ -6,34 +6,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from paretopress.job import JobSpec
-from paretopress.search.export import export_candidate
-from paretopress.search.front import study_front
-from paretopress.search.runner import run_job
-from paretopress.search.store import Store
-from tests.test_cli import job_yaml
-
-
-def make_job(tiny_model, text_files, **changes) -> JobSpec:
-    job = job_yaml(tiny_model, text_files, **{"strategy.generations": 4, **changes})
-    return JobSpec.model_validate(job)
-
-
-class InterruptAfter:
-    """Wraps the real executor and raises KeyboardInterrupt after ``limit`` results, like Ctrl-C mid-stage."""
-
-    def __init__(self, executor, limit: int) -> None:
-        self.executor, self.limit, self.seen = executor, limit, 0
-
-    def run(self, trials):
-        for item in self.executor.run(trials):
-            if self.seen == self.limit:
-                raise KeyboardInterrupt
-            self.seen += 1
-            yield item
-
-    def close(self):
-        self.executor.close()
+from paretopress.report.export import export_candidate
+from paretopress.report.front import study_front
+from paretopress.run import run_job
+from paretopress.store.store import Store
+from tests.support import InterruptAfter, make_job
 
 
 def test_ray_study_end_to_end_and_export(ray_cluster, tiny_model, text_files, tmp_path):

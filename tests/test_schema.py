@@ -8,10 +8,10 @@ import pytest
 from sqlalchemy import inspect
 
 from paretopress.cli import main
-from paretopress.errors import UserError
-from paretopress.search import store as store_module
-from paretopress.search.store import Base, Store
-from tests.test_cli import digest, job_yaml, write
+from paretopress.kernel.errors import UserError
+from paretopress.store import store as store_module
+from paretopress.store.store import Base, Store
+from tests.support import digest, job_yaml, write
 
 FIRST_TABLES = ("meta", "studies", "candidates", "evaluations")  # what the first version-1 stores held
 

@@ -4,9 +4,9 @@ import sqlite3
 
 import pytest
 
-from paretopress.errors import UserError
-from paretopress.search.store import Store, spec_differences
+from paretopress.kernel.errors import UserError
 from paretopress.spaces.genome import Genome
+from paretopress.store.store import Store, spec_differences
 
 SPEC = {"model": "m", "space": {"kind": "depth", "drop": 2}, "seed": 0}
 

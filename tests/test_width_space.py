@@ -9,21 +9,20 @@ from hypothesis import strategies as st
 from transformers import AutoModelForCausalLM
 
 from paretopress.cli import main
-from paretopress.errors import UserError
 from paretopress.job import JobSpec
-from paretopress.params import count_parameters
-from paretopress.search.controller import build_space
-from paretopress.search.export import export_candidate, save_checkpoint
-from paretopress.search.latency import Setting, model_key
+from paretopress.kernel.errors import UserError
+from paretopress.kernel.params import count_parameters
+from paretopress.profile import Setting, model_key
+from paretopress.report.export import export_candidate, save_checkpoint
+from paretopress.run import build_space, run_job
 from paretopress.search.operators import mutate
-from paretopress.search.runner import run_job
-from paretopress.search.store import Store
 from paretopress.spaces import pruned
 from paretopress.spaces.budget import TimeTable
 from paretopress.spaces.genome import Genome
 from paretopress.spaces.structured import columns
 from paretopress.spaces.width import WidthSpace
-from tests.test_cli import job_yaml
+from paretopress.store.store import Store
+from tests.support import job_yaml
 
 WIDTH = {"kind": "width", "speedup": [1.2, 1.5], "channels": [1.0, 0.5, 0.25, 0.0], "multiple": 1,
          "calibration_samples": 8, "latency": {"repeats": 3}}

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from paretopress.search.leveldb import calibration_xtx
+from paretopress.evaluators.calibration import calibration_xtx
 from paretopress.spaces.base import Space
 from paretopress.spaces.genome import Genome
 
@@ -75,8 +75,6 @@ class Baseline(ABC):
     ``spaces`` are one space under several budgets (a depth sweep) or a single space; a baseline computes its
     statistics once and returns one genome per space, each meeting that space's budget exactly.
     """
-
-    method: str
 
     @abstractmethod
     def propose(self, spaces: list[Space], calibration: Calibration) -> list[Genome]:

@@ -13,9 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from paretopress.errors import UserError
 from paretopress.search.baselines.base import Baseline, Calibration
-from paretopress.spaces.base import Space
 from paretopress.spaces.depth import DepthSpace
 from paretopress.spaces.genome import Genome
 
@@ -86,24 +84,15 @@ def drop(space: DepthSpace, units: list[int]) -> Genome:
     return Genome(tuple(int(i in chosen) for i in range(len(space.units))))
 
 
-def _depth(spaces: list[Space], method: str) -> list[DepthSpace]:
-    if not all(isinstance(s, DepthSpace) for s in spaces):
-        raise UserError(f"baseline {method} applies to depth spaces only")
-    return spaces  # type: ignore[return-value]
-
-
 class ShortGPT(Baseline):
     """Drop the units of lowest block influence BI = mean over tokens of 1 - cos(stream in, stream out)."""
-
-    method = "shortgpt"
 
     def influence(self, space: DepthSpace, calibration: Calibration) -> list[float]:
         stream = residuals(space, calibration)
         points = stream.blocks() if space.granularity == "block" else stream.points
         return [float((1 - cosine(a, b)).mean()) for a, b in itertools.pairwise(points)]
 
-    def propose(self, spaces: list[Space], calibration: Calibration) -> list[Genome]:
-        spaces = _depth(spaces, self.method)
+    def propose(self, spaces: list[DepthSpace], calibration: Calibration) -> list[Genome]:
         scores = self.influence(spaces[0], calibration)
         order = sorted(range(len(scores)), key=lambda i: (scores[i], i))
         return [drop(space, order[:space.drop]) for space in spaces]
@@ -116,12 +105,7 @@ class Angular(Baseline):
     samples. Blocks only: a window of sub-layers has no counterpart in the paper.
     """
 
-    method = "angular"
-
-    def propose(self, spaces: list[Space], calibration: Calibration) -> list[Genome]:
-        spaces = _depth(spaces, self.method)
-        if spaces[0].granularity != "block":
-            raise UserError("baseline angular drops windows of whole blocks; use granularity: block")
+    def propose(self, spaces: list[DepthSpace], calibration: Calibration) -> list[Genome]:
         last = [p[:, -1] for p in residuals(spaces[0], calibration).blocks()]
         genomes = []
         for space in spaces:
@@ -140,8 +124,6 @@ class FinerCut(Baseline):
     Costs one calibration pass per unit tried: about units x budget passes.
     """
 
-    method = "finercut"
-
     def path(self, space: DepthSpace, calibration: Calibration, length: int) -> list[int]:
         removed: list[int] = []
         for _ in range(length):
@@ -152,7 +134,6 @@ class FinerCut(Baseline):
                      scores[removed[-1]])
         return removed
 
-    def propose(self, spaces: list[Space], calibration: Calibration) -> list[Genome]:
-        spaces = _depth(spaces, self.method)
+    def propose(self, spaces: list[DepthSpace], calibration: Calibration) -> list[Genome]:
         order = self.path(spaces[0], calibration, max(s.drop for s in spaces))
         return [drop(space, order[:space.drop]) for space in spaces]

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from paretopress.errors import UserError
 from paretopress.search.baselines.base import Baseline, Calibration
 from paretopress.spaces.anatomy import read_anatomy
-from paretopress.spaces.base import Space
 from paretopress.spaces.genome import Genome
 from paretopress.spaces.linear import LinearSpace
 from paretopress.spaces.sparsity import SparsitySpace
@@ -16,12 +14,8 @@ from paretopress.spaces.sparsity import SparsitySpace
 class Uniform(Baseline):
     """Every unit at the same level, or the closest genome that meets the budget exactly (levels differ by one)."""
 
-    method = "uniform"
-
-    def propose(self, spaces: list[Space], calibration: Calibration) -> list[Genome]:
-        if not all(isinstance(s, LinearSpace) for s in spaces):
-            raise UserError("baseline uniform applies to sparsity and quant spaces")
-        return [space.uniform() for space in spaces]  # type: ignore[attr-defined]
+    def propose(self, spaces: list[LinearSpace], calibration: Calibration) -> list[Genome]:
+        return [space.uniform() for space in spaces]
 
 
 class OWL(Baseline):
@@ -31,8 +25,6 @@ class OWL(Baseline):
     rescaled to [0, 2 * lam] and density_l = D_l - mean(D) + (1 - S). Every linear of block l then targets sparsity
     1 - density_l, snapped to the space's level grid with the total kept exact (``Space.nearest``).
     """
-
-    method = "owl"
 
     def __init__(self, m: float = 5.0, lam: float = 0.08) -> None:
         self.m, self.lam = m, lam
@@ -47,9 +39,7 @@ class OWL(Baseline):
                   for block in sorted(set(blocks))]
         return layer_sparsity(ratios, space.sparsity, self.lam)
 
-    def propose(self, spaces: list[Space], calibration: Calibration) -> list[Genome]:
-        if not all(isinstance(s, SparsitySpace) for s in spaces):
-            raise UserError("baseline owl applies to sparsity spaces only")
+    def propose(self, spaces: list[SparsitySpace], calibration: Calibration) -> list[Genome]:
         genomes = []
         for space in spaces:
             sparsity = self.block_sparsity(space, calibration)

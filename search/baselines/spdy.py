@@ -1,10 +1,10 @@
 """SPDY-style baseline: a knapsack dynamic programme over per-unit error tables, and the programme itself.
 
-Each unit's error at each level is measured alone (everything else dense): for depth spaces the JS divergence of the
-model with that one unit dropped, for sparsity and quant spaces the relative reconstruction error of the layer's
-output on calibration inputs, tr(dW H dW^T) / tr(W H W^T) with H = X^T X. The programme then picks the levels with the
-least summed error that meet the budget: exactly, within every switch group, for our level-sum budgets; or at most a
-real-valued budget (a size or a time) with ``knapsack``.
+Each unit's error at each level is measured alone (everything else dense): for sparsity and quant spaces the relative
+reconstruction error of the layer's output on calibration inputs, tr(dW H dW^T) / tr(W H W^T) with H = X^T X; for
+depth and width spaces the JS divergence of the model with that one unit at that level. The programme then picks the
+levels with the least summed error that meet the budget: exactly, within every switch group, for our level-sum
+budgets; or at most a real-valued budget (a size or a time) with ``knapsack``.
 """
 
 from __future__ import annotations
@@ -13,13 +13,10 @@ import math
 
 import numpy as np
 
-from paretopress.errors import UserError
+from paretopress.kernel.errors import UserError
 from paretopress.search.baselines.base import Baseline, Calibration
 from paretopress.spaces.base import Space
-from paretopress.spaces.depth import DepthSpace
 from paretopress.spaces.genome import Genome
-from paretopress.spaces.linear import LinearSpace
-from paretopress.spaces.width import WidthSpace
 
 
 def knapsack(errors: list[list[float]], costs: list[list[float]], budget: float, resolution: int = 2000) -> list[int]:
@@ -65,20 +62,15 @@ def solve(errors: list[list[float]], costs: list[list[int]], capacity: int, exac
 
 
 class SPDY(Baseline):
-    method = "spdy"
-
     def errors(self, space: Space, calibration: Calibration) -> list[list[float]]:
-        """Error of every unit at every level, the others dense."""
-        if isinstance(space, DepthSpace):
-            dense = space.dense()
-            return [[0.0, calibration.divergence(space, dense.with_levels({u: 1}))] for u in range(len(space.units))]
-        if isinstance(space, LinearSpace):
-            return reconstruction_errors(space, calibration)
-        if isinstance(space, WidthSpace):  # every narrower level of every sub-layer alone: one pass each
-            dense = space.dense()
-            return [[0.0, *(calibration.divergence(space, dense.with_levels({u: level}))
-                            for level in range(1, space.num_levels[u]))] for u in range(len(space.units))]
-        raise UserError(f"baseline spdy does not apply to {space.kind} spaces")
+        """Error of every unit at every level, the others dense: by layer reconstruction where the space has it,
+        else by the output divergence of the model with that one unit at that level (one pass each)."""
+        inputs = space.reconstruction_inputs()
+        if inputs is not None:
+            return space.reconstruction_errors(calibration.model, calibration.statistic(inputs))
+        dense = space.dense()
+        return [[0.0, *(calibration.divergence(space, dense.with_levels({u: level}))
+                        for level in range(1, space.num_levels[u]))] for u in range(len(space.units))]
 
     def propose(self, spaces: list[Space], calibration: Calibration) -> list[Genome]:
         errors = self.errors(spaces[0], calibration)
@@ -96,19 +88,3 @@ class SPDY(Baseline):
                     levels[unit] = level
             genomes.append(Genome(tuple(levels)))
         return genomes
-
-
-def reconstruction_errors(space: LinearSpace, calibration: Calibration) -> list[list[float]]:
-    """tr(dW H dW^T) / tr(W H W^T) of every unit at every level, from the level database and one calibration pass."""
-    hessians = calibration.statistic(space.calibration_inputs())
-    table = []
-    for index, group in enumerate(space.members):
-        h = hessians.pop(group[0]).double()
-        dense = space.dense_weight(calibration.model, index).detach()
-        energy = float(((dense.double() @ h) * dense.double()).sum())
-        row = []
-        for level in range(space.num_levels[index]):
-            delta = (space.level_weight(index, level, dense.clone()).double() - dense.double())
-            row.append(float(((delta @ h) * delta).sum()) / energy)
-        table.append(row)
-    return table

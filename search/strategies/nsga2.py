@@ -7,18 +7,25 @@ one writer, one schema; Optuna's own tables would be a second record of the same
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import optuna
-from optuna.distributions import IntDistribution
+from pydantic import Field
 
+from paretopress.evaluators.samples import CALIBRATION
 from paretopress.search.pareto import non_dominated
-from paretopress.search.strategy import CALIBRATION, Strategy, Trial
-from paretopress.spaces.base import Space
+from paretopress.search.strategies.base import STRATEGIES, SearchSetting, Strategy, StrategySpec, Trial
+from paretopress.search.strategies.evopress import stage_samples
 from paretopress.spaces.genome import Genome
+from paretopress.spaces.specs import SPACES
 
-OBJECTIVES = ("kl", "params")  # the evaluators every trial runs
+if TYPE_CHECKING:
+    import optuna
+
+    from paretopress.spaces.base import Space
+    from paretopress.spaces.specs import SpaceSpec
+
 COSTS = {"params": "params", "latency": "time"}  # second objective -> the space's cost entry that ranks the front
 INFEASIBLE = (float("inf"), float("inf"))  # told for genomes over the budget, which are never evaluated
 
@@ -29,6 +36,7 @@ class NSGA2(Strategy):
     Genomes over the budget (``violation(genome) > 0``) are not evaluated: Optuna is told they violate the constraint
     (``Trial.set_constraint``), and constrained domination ranks them below every feasible genome. The first
     generation is enqueued as random feasible genomes spread over the budgets, so the search starts feasible.
+    ``quality`` (``kl`` or ``ppl``) is the first objective, ``cost`` the second.
     """
 
     def __init__(
@@ -41,17 +49,23 @@ class NSGA2(Strategy):
         seed: int,
         violation: Callable[[Genome], float],
         initial: list[Genome],
+        quality: str = "kl",
         cost: str = "params",
     ) -> None:
+        import optuna  # imported here: the job schema loads this module, and Optuna takes a second to import
+        from optuna.distributions import IntDistribution
+
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.space = space
         self.generations = generations
         self.population = population
         self.samples = samples
         self.violation = violation
+        self.fitness = quality
+        self.evaluators = (quality, "params")
         self.cost = cost  # "params" (the evaluator's count) or "latency" (the space's estimate from its table)
         sampler = optuna.samplers.NSGAIISampler(population_size=population, seed=seed)
-        self.study = optuna.create_study(directions=["minimize"] * len(OBJECTIVES), sampler=sampler)
+        self.study = optuna.create_study(directions=["minimize", "minimize"], sampler=sampler)
         self.distributions = {u: IntDistribution(0, n - 1) for u, n in zip(space.units, space.num_levels, strict=True)}
         for genome in initial:
             self.study.enqueue_trial(space.as_mapping(genome))
@@ -68,7 +82,7 @@ class NSGA2(Strategy):
             genome = Genome(tuple(trial.params[u] for u in self.space.units))
             self._asked.append((trial, genome, self.violation(genome)))
         return [
-            Trial(genome, CALIBRATION, self.samples, OBJECTIVES, "nsga2", generation=self._generation)
+            Trial(genome, CALIBRATION, self.samples, self.evaluators, "nsga2", generation=self._generation)
             for _, genome, violation in self._asked
             if violation <= 0
         ]
@@ -81,9 +95,9 @@ class NSGA2(Strategy):
                 self.study.tell(trial, INFEASIBLE)
                 continue
             value = next(feasible)
-            self._scored[genome] = value["kl"]
+            self._scored[genome] = value[self.fitness]
             second = value["params"] if self.cost == "params" else self.space.cost(genome)[COSTS[self.cost]]
-            self.study.tell(trial, [value["kl"], second])
+            self.study.tell(trial, [value[self.fitness], second])
         self._generation += 1
 
     @property
@@ -100,7 +114,40 @@ class NSGA2(Strategy):
         return {f"nsga2 {i + 1}": genome for i, (genome, _) in enumerate(ordered)}
 
 
-def spread_over_budgets(at_budget: Callable[[float], Space], budgets: Sequence[float], count: int,
-                        rng: np.random.Generator) -> list[Genome]:
-    """``count`` random feasible genomes, their budgets drawn uniformly from ``budgets``."""
-    return [at_budget(rng.choice(budgets).item()).random_genome(rng) for _ in range(count)]
+@STRATEGIES.register("nsga2")
+class NSGA2Spec(StrategySpec):
+    """NSGA-II over every budget up to the space's, for a whole front in one job; one fixed sample set scores all.
+
+    On width spaces every genome must reach the smallest speedup target, and ``objectives: [kl, latency]`` makes the
+    estimated time (from the latency table) the second objective instead of the parameter count.
+    """
+
+    kind: Literal["nsga2"]
+    generations: int = Field(10, ge=1)
+    population: int = Field(16, ge=2)
+    tokens: int = Field(1024, ge=1)
+    objectives: tuple[Literal["kl", "ppl"], Literal["params", "latency"]] = ("kl", "params")
+
+    def scoring_tokens(self) -> list[int]:
+        return [self.tokens]
+
+    def problem_with(self, space_spec: SpaceSpec) -> str | None:
+        if problem := space_spec.whole_front_problem(self.kind):
+            return problem
+        objective, cost = self.objectives[1], COSTS[self.objectives[1]]
+        if cost not in space_spec.costs:
+            kinds = " or ".join(name for name, spec in SPACES.items() if cost in spec.costs)
+            return f"strategy.objectives: {objective} needs a {kinds} space (its {cost} estimate)"
+        return None
+
+    def build(self, space: Space, space_spec: SpaceSpec, setting: SearchSetting,
+              warm: list[Genome] | None = None) -> Strategy:
+        rng = np.random.default_rng(setting.seed)
+        samples = rng.choice(setting.pool_size, stage_samples(self.tokens, setting.seq_len), replace=False)
+        relaxation = space_spec.relaxation(space)
+        initial = [relaxation.spaces[rng.choice(len(relaxation.spaces))].random_genome(rng)
+                   for _ in range(self.population)]
+        return NSGA2(space, generations=self.generations, population=self.population,
+                     samples=tuple(sorted(int(i) for i in samples)), seed=setting.seed,
+                     violation=relaxation.violation, initial=initial, quality=self.objectives[0],
+                     cost=self.objectives[1])

@@ -14,7 +14,7 @@ from itertools import cycle
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from paretopress.errors import UserError
+from paretopress.kernel.errors import UserError
 from paretopress.search.pareto import non_dominated
 
 if TYPE_CHECKING:

@@ -35,13 +35,12 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from paretopress.errors import UserError
-from paretopress.job import JobSpec, LatencySpec, WidthSpaceSpec
-from paretopress.search.models import load_model, model_fingerprint
-from paretopress.search.store import Store
-from paretopress.spaces.base import Space
+from paretopress.inputs.models import load_model, model_fingerprint
+from paretopress.kernel.errors import UserError
 from paretopress.spaces.budget import TimeTable
+from paretopress.spaces.specs.width import DEFAULT_CHANNELS, DEFAULT_MULTIPLE, LatencySpec
 from paretopress.spaces.width import WidthSpace
+from paretopress.store.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -93,17 +92,11 @@ def model_key(model: nn.Module, spec: str) -> Key:
     return f"{type(model).__name__}[{model_fingerprint(spec)}]", 0
 
 
-def timed_space(job: JobSpec, model: nn.Module, space: Space, db_path: str | Path) -> Space:
-    """A width space with its unit times from the store's latency table (measuring what it lacks); others as given."""
-    if not isinstance(space, WidthSpace) or not isinstance(job.space, WidthSpaceSpec):
-        return space
-    setting = Setting.from_spec(job.space.latency)
-    with Store(db_path) as store:
-        table = latency_table(store, model, job.model, space, setting, job.space.latency.repeats)
-    timed = space.timed(time_table(space, table, model_key(model, job.model), setting.name))
-    for speedup in job.space.speedups:
-        timed.at_speedup(speedup)  # an unreachable target fails here, before the study is written
-    return timed
+def space_times(store: Store, model: nn.Module, spec: str, space: WidthSpace, latency: LatencySpec) -> TimeTable:
+    """The width space's unit times on ``latency``'s setting, from the store's table (measuring what it lacks)."""
+    setting = Setting.from_spec(latency)
+    table = latency_table(store, model, spec, space, setting, latency.repeats)
+    return time_table(space, table, model_key(model, spec), setting.name)
 
 
 @dataclass(frozen=True)
@@ -128,9 +121,7 @@ def profile_model(spec: str, db_path: str | Path, *, device: str, batch: int, se
         raise UserError(f"--{first['loc'][0]}: {first['msg']}") from error
     setting = Setting.from_spec(latency)
     model = load_model(spec)
-    defaults = WidthSpaceSpec.model_fields
-    space = WidthSpace(model, None, channels or defaults["channels"].default_factory(), "magnitude",
-                       defaults["multiple"].default)
+    space = WidthSpace(model, None, channels or list(DEFAULT_CHANNELS), "magnitude", DEFAULT_MULTIPLE)
     with Store(db_path) as store:
         table = latency_table(store, model, spec, space, setting, repeats, force)
     times = time_table(space, table, model_key(model, spec), setting.name)

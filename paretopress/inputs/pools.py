@@ -11,33 +11,32 @@ import tempfile
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from paretopress.evaluators.samples import CALIBRATION, HELDOUT, POOLS, SampleSet
 from paretopress.evaluators.teacher import TeacherOutputs, compute_teacher
-from paretopress.job import JobSpec
-from paretopress.search.cache import cache_dir
-from paretopress.search.data import Documents, pack_samples
-from paretopress.search.models import load_tokenizer, model_fingerprint
-from paretopress.search.strategy import CALIBRATION, HELDOUT
-from paretopress.search.worker import SampleSet
+from paretopress.inputs.cache import cache_dir
+from paretopress.inputs.data import Documents, pack_samples
+from paretopress.inputs.models import load_tokenizer, model_fingerprint
+from paretopress.job import EvaluationSpec
 
 log = logging.getLogger(__name__)
 
 
-def prepare_pools(job: JobSpec, model: nn.Module, documents: Documents) -> dict[str, SampleSet]:
+def prepare_pools(model: nn.Module, model_spec: str, documents: Documents, spec: EvaluationSpec,
+                  batch_size: int) -> dict[str, SampleSet]:
     """Calibration and held-out samples with teacher outputs; computed once per (model, data, evaluation spec)."""
-    spec = job.evaluation
-    identity = {"model": model_fingerprint(job.model), "data": documents.fingerprint, **spec.model_dump()}
+    identity = {"model": model_fingerprint(model_spec), "data": documents.fingerprint, **spec.model_dump()}
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
     path = cache_dir("samples") / f"{key}.safetensors"
     if path.exists():
         return _from_tensors(load_file(path))
-    tokenizer = load_tokenizer(job.model)
+    tokenizer = load_tokenizer(model_spec)
     counts = {CALIBRATION: spec.calibration_samples, HELDOUT: spec.heldout_samples}
     texts = {CALIBRATION: documents.calibration, HELDOUT: documents.heldout}
     tensors = {}
     for pool, count in counts.items():
         log.info("computing the dense model's outputs on %d %s samples (once)", count, pool)
         tokens = pack_samples(texts[pool], tokenizer, spec.seq_len, count)
-        teacher = compute_teacher(model, tokens, spec.top_k, job.run.batch_size)
+        teacher = compute_teacher(model, tokens, spec.top_k, batch_size)
         tensors[f"{pool}.tokens"] = tokens
         tensors.update({f"{pool}.{name}": value for name, value in teacher.to_dict().items()})
     with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
@@ -54,5 +53,5 @@ def _from_tensors(tensors: dict) -> dict[str, SampleSet]:
                 tensors[f"{pool}.top_logprobs"], tensors[f"{pool}.top_ids"], tensors[f"{pool}.rest_logprob"]
             ),
         )
-        for pool in (CALIBRATION, HELDOUT)
+        for pool in POOLS
     }

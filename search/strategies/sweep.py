@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from paretopress.search.strategy import Strategy, Trial
-from paretopress.spaces.genome import Genome
+from typing import TYPE_CHECKING
+
+from paretopress.search.strategies.base import Strategy, Trial
+
+if TYPE_CHECKING:
+    from paretopress.spaces.genome import Genome
 
 
 class Sweep(Strategy):
@@ -42,3 +46,8 @@ class Sweep(Strategy):
 
     def final(self) -> dict[str, Genome]:
         return {f"{key} {label}": genome for label, s in self.strategies.items() for key, genome in s.final().items()}
+
+
+def one_or_sweep(runs: dict[str, Strategy]) -> Strategy:
+    """The strategy of the one budget (labelled ``""``), or a sweep over the labelled budgets."""
+    return runs[""] if "" in runs else Sweep(runs)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from paretopress.errors import UserError
+from paretopress.evaluators.samples import HELDOUT
+from paretopress.kernel.errors import UserError
 from paretopress.search.pareto import non_dominated
-from paretopress.search.store import Store
-from paretopress.search.strategy import HELDOUT
+from paretopress.store.store import Store
 
 
 def study_front(store: Store, study_id: int, objectives: tuple[str, ...] = ("kl", "params")) -> list[dict]:

@@ -19,8 +19,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from paretopress.errors import UserError
-from paretopress.search.cache import cache_dir
+from paretopress.inputs.cache import cache_dir
+from paretopress.kernel.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,8 @@ def quiet_transformers() -> None:
 
 
 def load_model(spec: str) -> PreTrainedModel:
-    """The model in float32 and eval mode, ready for inference-only evaluation."""
+    """The model in float32 and eval mode, ready for inference-only evaluation (transformers kept quiet)."""
+    quiet_transformers()
     load_config(spec)
     model = AutoModelForCausalLM.from_pretrained(model_location(spec), dtype=torch.float32)
     return model.eval()

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import inspect, text
 
-from paretopress.search.store import Base, Store
+from paretopress.store.store import Store
+from paretopress.store.tables import Base
 
 #: (tables the check reads, what is wrong, query counting the rows it applies to)
 ORPHANS = (

@@ -13,18 +13,19 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
-from paretopress.errors import UserError
 from paretopress.evaluators.metrics import score
+from paretopress.evaluators.samples import HELDOUT
+from paretopress.inputs.data import load_documents
+from paretopress.inputs.models import load_model, load_tokenizer
+from paretopress.inputs.pools import prepare_pools
 from paretopress.job import JobSpec
-from paretopress.search.controller import REPORT_EVALUATORS, build_space
-from paretopress.search.data import load_documents
-from paretopress.search.front import best_candidate
-from paretopress.search.models import load_model, load_tokenizer
-from paretopress.search.samples import prepare_pools
-from paretopress.search.store import Store
-from paretopress.search.strategy import HELDOUT
+from paretopress.kernel.errors import UserError
+from paretopress.report.front import best_candidate
+from paretopress.run import build_space
+from paretopress.search.controller import REPORT_EVALUATORS
 from paretopress.spaces import pruned
 from paretopress.spaces.genome import Genome
+from paretopress.store.store import Store
 
 CONFIG_FILE = "paretopress.json"
 
@@ -56,11 +57,11 @@ def export_candidate(db_path: str | Path, study_ref: str, candidate_ref: str, ou
         store.close()
     if threads:
         torch.set_num_threads(threads)
-    job = JobSpec.model_validate({**study.spec, "name": study.name})
+    job = JobSpec.from_stored(study.name, study.spec)
     documents = load_documents(job.data, heldout_fraction=job.evaluation.heldout_fraction)
     model = load_model(job.model)
-    pools = prepare_pools(job, model, documents)
-    space = build_space(job, model)
+    pools = prepare_pools(model, job.model, documents, job.evaluation, job.run.batch_size)
+    space = build_space(job, model, documents)
     genome = Genome.from_json(candidate.genome)
     remote = save_checkpoint(space.materialise(model, genome), out)
     load_tokenizer(job.model).save_pretrained(out)

@@ -27,8 +27,8 @@ import mwparserfromhell
 import torch
 from mwparserfromhell.nodes import Node, Tag, Wikilink
 
-from paretopress.errors import UserError
-from paretopress.search.cache import cache_dir
+from paretopress.inputs.cache import cache_dir
+from paretopress.kernel.errors import UserError
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase

@@ -1,0 +1,161 @@
+"""``paretopress run``: the one place that wires a validated job to its inputs, space, store and search."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from torch import nn
+
+from paretopress.cluster import connect_ray
+from paretopress.evaluators.samples import CALIBRATION, SampleSet
+from paretopress.inputs.data import Documents, load_documents
+from paretopress.inputs.levels import attach_database
+from paretopress.inputs.models import load_model
+from paretopress.inputs.pools import prepare_pools
+from paretopress.job import JobSpec
+from paretopress.kernel.errors import UserError
+from paretopress.profile import space_times
+from paretopress.search.baselines.runs import run_baselines
+from paretopress.search.controller import Controller, Progress
+from paretopress.search.executor import Executor, LocalExecutor, RayExecutor
+from paretopress.search.strategies import SearchSetting
+from paretopress.spaces.base import Space
+from paretopress.spaces.budget import TimeTable
+from paretopress.spaces.database import LevelSource
+from paretopress.spaces.genome import Genome
+from paretopress.spaces.specs.width import LatencySpec
+from paretopress.spaces.width import WidthSpace
+from paretopress.store.store import Store, check_schema, check_writable
+
+DENSE = "dense"
+
+
+class JobInputs:
+    """What a job's space is built from (``spaces.specs.Inputs``): the dense model, the job's documents and
+    calibration settings for level databases, and the store for latency tables (when it is open)."""
+
+    def __init__(self, job: JobSpec, model: nn.Module, documents: Documents | None = None,
+                 store: Store | None = None) -> None:
+        self.job, self.model, self._documents, self.store = job, model, documents, store
+
+    @property
+    def documents(self) -> Documents:
+        """The job's documents, loaded on first use when not given."""
+        if self._documents is None:
+            self._documents = load_documents(self.job.data, heldout_fraction=self.job.evaluation.heldout_fraction)
+        return self._documents
+
+    def attach_levels(self, source: LevelSource, samples: int) -> None:
+        attach_database(source, self.model, self.job.model, self.documents, samples, self.job.evaluation.seq_len,
+                        self.job.run.batch_size)
+
+    def time_table(self, space: WidthSpace, latency: LatencySpec) -> TimeTable:
+        if self.store is None:
+            raise RuntimeError("latency tables live in the store; open it first")
+        return space_times(self.store, self.model, self.job.model, space, latency)
+
+
+def build_space(job: JobSpec, model: nn.Module, documents: Documents | None = None) -> Space:
+    """The job's space with its level databases, without what its budget needs from the store (export's view)."""
+    return job.space.build(JobInputs(job, model, documents))
+
+
+@dataclass
+class Outcome:
+    """A finished study: the genomes confirmed on held-out data (by label) with their metrics and candidate ids."""
+
+    study_id: int
+    name: str
+    resumed: bool
+    genomes: dict[str, Genome]
+    metrics: dict[str, dict[str, float]]
+    costs: dict[str, dict[str, float]]  # the space's exact costs of each genome (params, sparsity, bits, ...)
+    candidates: dict[str, int]  # label -> the genome's candidate id in the store
+    evaluated: int
+    reused: int
+    baselines: frozenset[str] = frozenset()  # labels of the baselines' genomes
+
+    @property
+    def best(self) -> str:
+        """Label of the searched genome with the lowest held-out KL (of a baseline's when nothing was searched)."""
+        compressed = [label for label in self.metrics if label != DENSE]
+        searched = [label for label in compressed if label not in self.baselines] or compressed
+        return min(searched, key=lambda label: self.metrics[label]["kl"])
+
+
+def run_job(
+    job: JobSpec,
+    db_path: str | Path,
+    *,
+    address: str | None = None,
+    executor: str = "ray",
+    on_progress: Callable[[Progress], None] = lambda _: None,
+    wrap_executor: Callable[[Executor], Executor] = lambda e: e,
+    search: bool = True,
+) -> Outcome:
+    """Validate everything the user gave before the store is touched, run the job's baselines, search (unless
+    ``search`` is false: baselines only), then report every genome on held-out data.
+
+    ``wrap_executor`` lets tests interpose on the real executor (e.g. to interrupt a run part-way).
+    """
+    db_path = Path(db_path)
+    check_writable(db_path)
+    if db_path.exists() and db_path.stat().st_size > 0:
+        check_schema(db_path)  # a store this paretopress cannot open is refused before minutes of work
+    # Data first: its errors come fast, and in a job submitted to a Ray cluster `datasets` failed with
+    # "[Errno 2] No such file or directory" when it loaded after ray.init (tests/test_cluster.py).
+    documents = load_documents(job.data, heldout_fraction=job.evaluation.heldout_fraction)
+    if executor == "ray":
+        connect_ray(address)  # an unreachable cluster fails here, before minutes of model loading
+    elif address:
+        raise UserError("--address names a Ray cluster; it cannot be combined with --executor local")
+    model = load_model(job.model)
+    space = build_space(job, model, documents)
+    pools = prepare_pools(model, job.model, documents, job.evaluation, job.run.batch_size)
+    with Store(db_path) as store:
+        space = job.space.budgeted(space, JobInputs(job, model, documents, store))  # speedups: the latency table
+        study_id, resumed = store.open_study(job.name, job.study_spec(), job.seed, space.describe())
+        try:
+            baselines = run_baselines(job.all_baselines, job.space.budget_spaces(space), store, study_id, model,
+                                      pools[CALIBRATION].tokens, job.run.batch_size)
+            del model  # the workers load their own copy
+            genomes, metrics, controller = _search(job, store, study_id, space, pools, baselines, search,
+                                                   executor, on_progress, wrap_executor)
+        except BaseException as error:
+            store.set_status(study_id, "interrupted" if isinstance(error, KeyboardInterrupt) else "failed")
+            raise
+        store.set_status(study_id, "completed")
+        return Outcome(study_id, job.name, resumed, genomes, metrics,
+                       costs={label: space.cost(genome) for label, genome in genomes.items()},
+                       candidates={label: store.candidate_id(study_id, genome) for label, genome in genomes.items()},
+                       evaluated=controller.evaluated, reused=controller.reused,
+                       baselines=frozenset(label for run in baselines.values() for label in run))
+
+
+def _search(job: JobSpec, store: Store, study_id: int, space: Space, pools: dict[str, SampleSet],
+            baselines: dict[str, dict[str, Genome]], search: bool, executor: str,
+            on_progress: Callable[[Progress], None], wrap_executor: Callable[[Executor], Executor]
+            ) -> tuple[dict[str, Genome], dict[str, dict[str, float]], Controller]:
+    worker_args = dict(load=partial(load_model, job.model), space=space, pools=pools, batch_size=job.run.batch_size)
+    if executor == "ray":
+        pool = RayExecutor(job.run.workers, job.run.threads_per_worker, **worker_args)
+    else:
+        pool = LocalExecutor(threads=job.run.threads_per_worker, **worker_args)
+    try:
+        controller = Controller(store, study_id, wrap_executor(pool), job.evaluation.seq_len, space,
+                                job.front.reference_kl)
+        genomes = {DENSE: space.dense(), **{label: g for run in baselines.values() for label, g in run.items()}}
+        if search:
+            warm = job.warm_start
+            setting = SearchSetting(job.seed, job.evaluation.seq_len, job.evaluation.calibration_samples)
+            strategy = job.strategy.build(space, job.space, setting,
+                                          list(baselines[warm.method].values()) if warm else None)
+            controller.drive(strategy, on_progress, job.strategy.generations)
+            genomes.update(strategy.final())
+        metrics = controller.report(genomes, job.evaluation.heldout_samples)
+    finally:
+        pool.close()
+    return genomes, metrics, controller

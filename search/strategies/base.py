@@ -1,0 +1,100 @@
+"""The ask/tell interface every strategy implements, and the job-file spec every strategy kind registers.
+
+Strategies touch no model, no I/O and no Ray, and import no torch: their specs load with the job schema.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from paretopress.kernel.registry import Registry
+from paretopress.kernel.spec import Closed
+
+if TYPE_CHECKING:
+    from paretopress.search.baselines.specs import BaselineSpec
+    from paretopress.spaces.base import Space
+    from paretopress.spaces.genome import Genome
+    from paretopress.spaces.specs import SpaceSpec
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One evaluation a strategy asks for: a genome on a set of samples, plus where the genome came from."""
+
+    genome: Genome
+    pool: str
+    samples: tuple[int, ...]
+    evaluators: tuple[str, ...]
+    origin: str
+    parent: Genome | None = None
+    generation: int | None = None
+
+
+class Strategy(ABC):
+    """Proposes trials in batches; told the values, in order, before it is asked again.
+
+    A strategy must be a deterministic function of its seed and the values it is told: resuming a study replays
+    it from the start while the controller answers the trials already in the store.
+    """
+
+    fitness: str = "kl"  # the evaluator ``front`` reports
+
+    @abstractmethod
+    def ask(self) -> list[Trial]:
+        """The next batch of trials; an empty list once the strategy is done."""
+
+    @abstractmethod
+    def tell(self, values: list[dict[str, float]]) -> None:
+        """Values of the last batch, one dict per trial, in the order asked."""
+
+    @property
+    @abstractmethod
+    def generation(self) -> int:
+        """Generations completed so far."""
+
+    @abstractmethod
+    def front(self) -> list[tuple[Genome, float]]:
+        """The genomes the strategy currently keeps as its best, with their latest fitness: its front."""
+
+    @abstractmethod
+    def final(self) -> dict[str, Genome]:
+        """What to confirm on held-out data once done, by label (the label is the origin of a genome not yet stored)."""
+
+
+@dataclass(frozen=True)
+class SearchSetting:
+    """What every strategy reads of the study besides its own spec."""
+
+    seed: int
+    seq_len: int  # tokens per sample
+    pool_size: int  # calibration samples to draw from
+
+
+class StrategySpec(Closed):
+    """The base of every strategy kind's spec: validates itself against the space and builds the strategy."""
+
+    kind: str
+    generations: int
+
+    @abstractmethod
+    def build(self, space: Space, space_spec: SpaceSpec, setting: SearchSetting,
+              warm: list[Genome] | None = None) -> Strategy:
+        """The strategy over ``space`` (budgeted); ``warm`` holds a baseline's genome per budget, in
+        ``space_spec.budget_spaces`` order, for strategies that take a warm start."""
+
+    @abstractmethod
+    def scoring_tokens(self) -> list[int]:
+        """Calibration tokens of each kind of scoring the strategy asks for (they must fit the pool)."""
+
+    def problem_with(self, space_spec: SpaceSpec) -> str | None:
+        """Why this strategy cannot search ``space_spec``, as a job-file error (None: it can)."""
+        return None
+
+    def start_baseline(self) -> str | BaselineSpec | None:
+        """The baseline whose genomes the search starts from, by method name or with its settings (None: its own)."""
+        return None
+
+
+STRATEGIES: Registry[type[StrategySpec]] = Registry("strategy kind", default="evopress")

@@ -1,0 +1,46 @@
+"""``kind: quant``: a bit-width per decoder linear at an average number of bits per weight."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import Field
+
+from paretopress.spaces.specs.base import SPACES, Inputs, SpaceSpec
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from paretopress.spaces.quant import QuantSpace
+
+
+@SPACES.register("quant")
+class QuantSpaceSpec(SpaceSpec):
+    """A bit-width per decoder linear at an average of ``bits`` bits per weight (scales and zero points counted).
+
+    ``widths`` are the bit-widths to choose from (2 to 8, and 16 for unquantized), quantized group-wise
+    (``group_size`` input columns share a float16 scale and an integer zero point) by round-to-nearest or GPTQ.
+    Evenly spaced widths below 16 give every genome exactly the same budget; others keep each genome at most at it.
+    """
+
+    kind: Literal["quant"] = "quant"
+    bits: float
+    widths: list[int] = Field(default_factory=lambda: [2, 3, 4, 5, 6])
+    group_size: int = Field(128, ge=1)
+    builder: Literal["rtn", "gptq"] = "gptq"
+    calibration_samples: int = Field(32, ge=1)
+    tie: bool = False  # q/k/v and gate/up share one bit-width (runtimes fuse them)
+
+    def space(self, model: nn.Module) -> QuantSpace:
+        """Units, levels, exact costs and budget, without the level database (a joint space attaches it)."""
+        from paretopress.spaces.quant import QuantSpace
+
+        return QuantSpace(model, self.bits, self.widths, self.builder, self.group_size, self.tie)
+
+    def build(self, inputs: Inputs) -> QuantSpace:
+        space = self.space(inputs.model)  # the budget is checked before any level is built
+        inputs.attach_levels(space, self.calibration_samples)
+        return space
+
+    def budget_text(self) -> str:
+        return f"bits={self.bits}"
