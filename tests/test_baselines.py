@@ -1,6 +1,7 @@
 """One-shot baselines on the tiny model: exact budgets, determinism, known answers, and their place in a study."""
 
 import itertools
+import json
 
 import numpy as np
 import pytest
@@ -177,6 +178,22 @@ def test_study_with_baselines_and_a_warm_start(tiny_model, text_files, tmp_path)
     assert again.evaluated == 0 and again.genomes == outcome.genomes
     with Store(db, readonly=True) as store:
         assert len(store.baseline_runs(outcome.study_id)) == 6  # read back, not recomputed
+
+
+def test_a_warm_started_study_exports(tiny_model, text_files, tmp_path, capsys):
+    """The stored spec of a warm start holds the baseline's settings; export reads it back (it failed with a
+    traceback before: the settings dict did not validate as a method name)."""
+    job = write(tmp_path / "job.yaml", job_yaml(tiny_model, text_files, **{"strategy.warm_start": "shortgpt"},
+                                                baselines=[{"method": "shortgpt", "samples": 4}]))
+    db = tmp_path / "s.db"
+    assert main(["run", str(job), "--db", str(db), "--executor", "local"]) == 0
+    with Store(db, readonly=True) as store:
+        assert store.study("tiny").spec["strategy"]["warm_start"] == {"method": "shortgpt", "samples": 4}
+    capsys.readouterr()
+    assert main(["export", "tiny", "--db", str(db), "--candidate", "best", "--out", str(tmp_path / "out")]) == 0
+    assert "relative difference" in capsys.readouterr().out
+    config = json.loads((tmp_path / "out" / "paretopress.json").read_text())
+    assert config["metrics"]["export"]["kl"] == pytest.approx(config["metrics"]["store"]["kl"], rel=1e-4)
 
 
 def test_baselines_alone_from_the_cli(tiny_model, text_files, tmp_path, capsys):

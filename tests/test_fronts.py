@@ -51,6 +51,25 @@ def test_nsga2_front_is_non_dominated_deterministic_and_within_budget(tiny_model
     assert len(volumes) == 3 and volumes == sorted(volumes) and volumes[-1] > 0  # fixed samples: never shrinks
 
 
+def test_nsga2_optimises_the_quality_objective_it_is_given(tiny_model, text_files, tmp_path):
+    """``objectives: [ppl, params]``: trials are scored by perplexity (it used to score and rank KL whatever the
+    job said), and the confirmed front is non-dominated in calibration (ppl, params)."""
+    job = nsga2_job(tiny_model, text_files)
+    job = job.model_validate({**job.model_dump(), "strategy": {**NSGA2, "objectives": ["ppl", "params"]}})
+    outcome = run_job(job, tmp_path / "s.db", executor="local")
+    with Store(tmp_path / "s.db", readonly=True) as store:
+        study = store.study("tiny")
+        keys = {c.id: c.genome_key for c in store.candidates(study.id)}
+        scored = {(keys[e.candidate_id], e.evaluator): e.value for e in store.evaluations(study.id, "calibration")}
+        objectives = {h.objectives[0] for h in store.hypervolumes(study.id)}
+    assert {evaluator for _, evaluator in scored} == {"ppl", "params"} and objectives == {"ppl"}
+    searched = {key for key, _ in scored}
+    points = {key: (scored[key, "ppl"], scored[key, "params"]) for key in searched}
+    front = {list(points)[i] for i in non_dominated(list(points.values()))}
+    confirmed = {genome.key for label, genome in outcome.genomes.items() if label.startswith("nsga2 ")}
+    assert confirmed == front
+
+
 def test_nsga2_resumed_equals_uninterrupted(tiny_model, text_files, tmp_path):
     job = nsga2_job(tiny_model, text_files)
     straight = run_job(job, tmp_path / "a.db", executor="local")
