@@ -8,6 +8,8 @@ import yaml
 from transformers import AutoModelForCausalLM
 
 from paretopress.cli import main
+from paretopress.job import JobSpec
+from paretopress.run import run_job
 from paretopress.store.store import Store
 from tests.support import JOB
 
@@ -34,3 +36,13 @@ def test_cli_search_and_export_on_smollm2(ray_cluster, tmp_path, capsys):
     assert {metric for metric, _ in differences} >= {"ppl", "kl", "params"}
     assert all(float(diff) < 1e-3 for _, diff in differences)
     assert AutoModelForCausalLM.from_pretrained(out).config.num_hidden_layers == 27
+
+
+def test_random_strategy_on_smollm2(tmp_path):
+    """The sanity baseline end to end on the real model: feasible draws, confirmed on held-out text."""
+    job = JobSpec.model_validate({**JOB, "strategy": {"kind": "random", "generations": 2, "per_generation": 4,
+                                                      "tokens": 512}})
+    outcome = run_job(job, tmp_path / "s.db", executor="local")
+    found, dense = outcome.metrics["random"], outcome.metrics["dense"]
+    assert sum(outcome.genomes["random"].levels) == 3 and outcome.evaluated == 8 + 2  # draws, then held-out reports
+    assert dense["ppl"] < found["ppl"] and found["kl"] > 0
