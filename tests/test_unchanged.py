@@ -75,9 +75,10 @@ def _close(a, b) -> bool:
     """Equal, floats to 1e-6 relative (the same arithmetic on another CPU may round its last bits differently)."""
     if isinstance(a, float) and isinstance(b, float):
         return a == pytest.approx(b, rel=1e-6, abs=1e-12)
-    if isinstance(a, tuple | list | dict) and type(a) is type(b) and len(a) == len(b):
-        pairs = zip(a.values(), b.values(), strict=True) if isinstance(a, dict) else zip(a, b, strict=True)
-        return (not isinstance(a, dict) or a.keys() == b.keys()) and all(_close(x, y) for x, y in pairs)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[key], b[key]) for key in a)
+    if isinstance(a, tuple | list) and type(a) is type(b) and len(a) == len(b):
+        return all(_close(x, y) for x, y in zip(a, b, strict=True))
     return a == b
 
 

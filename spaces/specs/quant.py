@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
-from paretopress.spaces.specs.base import SPACES, Inputs, SpaceSpec
+from paretopress.spaces.specs.base import SPACES
+from paretopress.spaces.specs.linear import LinearSpaceSpec
 
 if TYPE_CHECKING:
     from torch import nn
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
 
 
 @SPACES.register("quant")
-class QuantSpaceSpec(SpaceSpec):
+class QuantSpaceSpec(LinearSpaceSpec):
     """A bit-width per decoder linear at an average of ``bits`` bits per weight (scales and zero points counted).
 
     ``widths`` are the bit-widths to choose from (2 to 8, and 16 for unquantized), quantized group-wise
@@ -28,19 +29,11 @@ class QuantSpaceSpec(SpaceSpec):
     widths: list[int] = Field(default_factory=lambda: [2, 3, 4, 5, 6])
     group_size: int = Field(128, ge=1)
     builder: Literal["rtn", "gptq"] = "gptq"
-    calibration_samples: int = Field(32, ge=1)
-    tie: bool = False  # q/k/v and gate/up share one bit-width (runtimes fuse them)
 
     def space(self, model: nn.Module) -> QuantSpace:
-        """Units, levels, exact costs and budget, without the level database (a joint space attaches it)."""
         from paretopress.spaces.quant import QuantSpace
 
         return QuantSpace(model, self.bits, self.widths, self.builder, self.group_size, self.tie)
-
-    def build(self, inputs: Inputs) -> QuantSpace:
-        space = self.space(inputs.model)  # the budget is checked before any level is built
-        inputs.attach_levels(space, self.calibration_samples)
-        return space
 
     def budget_text(self) -> str:
         return f"bits={self.bits}"

@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
-from paretopress.spaces.specs.base import SPACES, Inputs, SpaceSpec
+from paretopress.spaces.specs.base import SPACES
+from paretopress.spaces.specs.linear import LinearSpaceSpec
 
 if TYPE_CHECKING:
     from torch import nn
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
 
 
 @SPACES.register("sparsity")
-class SparsitySpaceSpec(SpaceSpec):
+class SparsitySpaceSpec(LinearSpaceSpec):
     """Unstructured sparsity per decoder linear at an exact average ``sparsity`` (0.5 = half the weights removed).
 
     Levels are up to ``levels`` steps of ``step`` removed weights either side of ``sparsity``, never below 0% or
@@ -28,19 +29,11 @@ class SparsitySpaceSpec(SpaceSpec):
     builder: Literal["magnitude", "wanda", "sparsegpt"] = "wanda"
     levels: int = Field(4, ge=1, le=100)
     step: int | None = Field(None, ge=1)
-    calibration_samples: int = Field(32, ge=1)
-    tie: bool = False  # q/k/v and gate/up share one level (runtimes fuse them)
 
     def space(self, model: nn.Module) -> SparsitySpace:
-        """Units, levels, exact costs and budget, without the level database (a joint space attaches it)."""
         from paretopress.spaces.sparsity import SparsitySpace
 
         return SparsitySpace(model, self.sparsity, self.builder, self.levels, self.step, self.tie)
-
-    def build(self, inputs: Inputs) -> SparsitySpace:
-        space = self.space(inputs.model)  # the budget is checked before any level is built
-        inputs.attach_levels(space, self.calibration_samples)
-        return space
 
     def budget_text(self) -> str:
         return f"sparsity={self.sparsity}"
