@@ -10,7 +10,13 @@ Everything is measured in one run on one machine, so the ratios compare like wit
 The top-k KL (``kl_per_token``) is a lower bound of the exact KL; the script reports both on held-out samples for a
 few random genomes.
 
-    .venv/bin/python benchmarks/throughput.py [--threads 2] [--samples 16] [--repeats 5]
+Then the search's real access pattern (``--stages``): one EvoPress generation at the demo's settings, the 8 offspring
+of one parent on 512 tokens, then 2 survivors and the parent on 2,048 fresh tokens, scored by KL. Candidate tokens
+per second (each candidate's tokens counted once) for a plain dense forward over the same tokens, the candidates
+one by one, and each stage as one job sharing prefixes (``search/stage.py``); for the depth and sparsity spaces of
+SmolLM2 and for depth on a random-initialised SmolLM2-shaped model with a 262,144-token vocabulary.
+
+    .venv/bin/python benchmarks/throughput.py [--threads 2] [--samples 16] [--repeats 5] [--stages-only]
 """
 
 from __future__ import annotations
@@ -25,12 +31,16 @@ import numpy as np
 import torch
 
 from paretopress.evaluators.forward import batched_logits
-from paretopress.evaluators.samples import HELDOUT, SampleSet
+from paretopress.evaluators.samples import CALIBRATION, HELDOUT, SampleSet
 from paretopress.evaluators.teacher import compute_teacher
 from paretopress.inputs.data import WIKI_SAMPLE, load_documents, pack_samples
 from paretopress.inputs.models import load_model, load_tokenizer, quiet_transformers
+from paretopress.job import load_job
+from paretopress.run import build_space
+from paretopress.search.operators import distinct_offspring
 from paretopress.search.strategies import Trial
 from paretopress.search.worker import Worker
+from paretopress.spaces.base import Space
 from paretopress.spaces.depth import DepthSpace
 from paretopress.spaces.genome import Genome
 
@@ -65,6 +75,74 @@ def exact_kl(model, space: DepthSpace, genome: Genome, tokens, dense_logprobs, b
     return total / count
 
 
+def generation(space: Space, rng: np.random.Generator) -> list[list[Trial]]:
+    """One EvoPress generation at the demo's stages: 8 offspring on 4 samples, 2 survivors + parent on 16 more."""
+    parent = space.start() or space.random_genome(rng)
+    offspring = distinct_offspring(parent, space, 8, rng)
+    return [[Trial(g, CALIBRATION, tuple(range(4)), ("kl",), "benchmark") for g in offspring],
+            [Trial(g, CALIBRATION, tuple(range(4, 20)), ("kl",), "benchmark") for g in [*offspring[:2], parent]]]
+
+
+def stage_table(name: str, model, space: Space, tokens: torch.Tensor, args) -> None:
+    """Candidate tokens/s of one generation: plain dense forwards, one by one, and stage by stage."""
+    teacher = compute_teacher(model, tokens, args.top_k, args.batch_size)
+    pools = {CALIBRATION: SampleSet(tokens, teacher)}
+    worker = Worker(lambda: model, space, pools, args.batch_size, args.threads)
+    sampled = Worker(lambda: model, space, pools, args.batch_size, args.threads, tail_samples=args.tail_samples)
+    stages = generation(space, np.random.default_rng(0))
+    trials = [t for stage in stages for t in stage]
+    n_tokens = sum(len(t.samples) for t in trials) * tokens.shape[1]
+    seconds = median_seconds({
+        "plain dense forward": lambda: [plain_forward(model, tokens[list(t.samples)], args.batch_size)
+                                        for t in trials],
+        "candidates one by one": lambda: [worker.evaluate([t]) for t in trials],
+        "each stage as one job": lambda: [worker.evaluate(stage) for stage in stages],
+        f"each stage as one job, head at teacher ids + {args.tail_samples:,} sampled":
+            lambda: [sampled.evaluate(stage) for stage in stages],
+    }, args.repeats)
+    together = [[r.values["kl"] for r in worker.evaluate(stage)] for stage in stages]
+    alone = [worker.evaluate([t])[0].values["kl"] for t in trials]
+    estimates = [[r.values["kl"] for r in sampled.evaluate(stage)] for stage in stages]
+    flat = [kl for stage in together for kl in stage]
+    gap = max(abs(a - b) / abs(b) for a, b in zip(flat, alone, strict=True))
+    error = max(abs(a - b) / abs(b) for a, b in zip([kl for stage in estimates for kl in stage], flat, strict=True))
+    same = all(np.argsort(e).tolist() == np.argsort(x).tolist() for e, x in zip(estimates, together, strict=True))
+    base = seconds["plain dense forward"]
+    for path, value in seconds.items():
+        print(f"| {name} | {path} | {n_tokens / value:.0f} | {base / value:.2f}x |")
+    print(f"| {name} | stage KL vs one by one: largest relative difference {gap:.1e}; kept streams at most "
+          f"{worker.stage.branch_bytes / 2**20:.1f} MiB; sampled-head KL vs exact: largest relative error "
+          f"{error:.1e}, {'same' if same else 'different'} ranking in both stages | | |")
+
+
+def large_vocabulary_model(vocab: int):
+    """SmolLM2-135M's shape with a Gemma-sized vocabulary, random weights (seeded)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=vocab, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                         num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=2048,
+                         tie_word_embeddings=True)
+    torch.manual_seed(0)
+    return LlamaForCausalLM(config).eval()
+
+
+def stages(args) -> None:
+    documents = load_documents(WIKI_SAMPLE)
+    tokens = pack_samples(documents.heldout, load_tokenizer(MODEL), args.seq_len, 20)
+    model = load_model(MODEL)
+    print(f"\none EvoPress generation (8 offspring x 512 tokens, then 3 x 2,048), batch {args.batch_size}, "
+          f"{args.threads} threads, median of {args.repeats}")
+    print("| model, space | path | candidate tokens/s | vs plain dense forward |")
+    print("|---|---|---|---|")
+    stage_table("SmolLM2-135M, depth drop 6", model, DepthSpace(model, "block", args.drop), tokens, args)
+    sparsity = build_space(load_job("examples/smollm2-sparsity50.yaml"), model)
+    stage_table("SmolLM2-135M, sparsity 0.5 (wanda)", model, sparsity, tokens, args)
+    large = large_vocabulary_model(args.large_vocab)
+    random_tokens = torch.randint(0, args.large_vocab, tokens.shape, generator=torch.Generator().manual_seed(0))
+    stage_table(f"random init, vocab {args.large_vocab:,}, depth drop 6", large,
+                DepthSpace(large, "block", args.drop), random_tokens, args)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -74,9 +152,15 @@ def main() -> None:
     parser.add_argument("--top-k", type=int, default=128)
     parser.add_argument("--drop", type=int, default=6)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--large-vocab", type=int, default=262_144)
+    parser.add_argument("--tail-samples", type=int, default=2048, help="sampled vocabulary entries of the estimate")
+    parser.add_argument("--stages-only", action="store_true", help="only the access pattern of a search")
     args = parser.parse_args()
     quiet_transformers()
     torch.set_num_threads(args.threads)
+    if args.stages_only:
+        stages(args)
+        return
 
     documents = load_documents(WIKI_SAMPLE)
     tokens = pack_samples(documents.heldout, load_tokenizer(MODEL), args.seq_len, args.samples)
@@ -94,8 +178,8 @@ def main() -> None:
     n_tokens = tokens.numel()
     seconds = median_seconds({
         "plain dense forward": lambda: plain_forward(model, tokens, args.batch_size),
-        "evaluate dense genome": lambda: worker.evaluate(trial(space.dense())),
-        f"evaluate drop-{args.drop} genome": lambda: worker.evaluate(trial(dropped)),
+        "evaluate dense genome": lambda: worker.evaluate([trial(space.dense())]),
+        f"evaluate drop-{args.drop} genome": lambda: worker.evaluate([trial(dropped)]),
     }, args.repeats)
     base = seconds["plain dense forward"]
     print(f"SmolLM2-135M, {args.samples} x {args.seq_len} tokens, batch {args.batch_size}, {args.threads} threads, "
@@ -114,9 +198,10 @@ def main() -> None:
     for _ in range(4):
         genome = space.random_genome(rng)
         exact = exact_kl(model, space, genome, tokens, dense_logprobs, args.batch_size)
-        approx = worker.evaluate(trial(genome)).values["kl"]
+        approx = worker.evaluate([trial(genome)])[0].values["kl"]
         dropped_blocks = ",".join(str(i) for i, level in enumerate(genome.levels) if level)
         print(f"| drop {dropped_blocks} | {exact:.5f} | {approx:.5f} | {(exact - approx) / exact:.2e} |")
+    stages(args)
 
 
 if __name__ == "__main__":

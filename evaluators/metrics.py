@@ -54,24 +54,50 @@ SIZE_METRICS = ("params",)
 EVALUATORS = (*TOKEN_METRICS, *SIZE_METRICS)
 
 
+class Tally:
+    """One candidate's per-token metric totals, added batch by batch from its logits; then its values.
+
+    ``score`` runs the forward passes itself; a stage's evaluation (``search/stage.py``) computes the logits of
+    several candidates with shared prefixes and adds each candidate's batches to its own tally.
+    """
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        unknown = set(names) - set(EVALUATORS)
+        if unknown:
+            raise ValueError(f"unknown evaluators: {sorted(unknown)}")
+        self.names = names
+        self.metrics = [TOKEN_METRICS[n]() for n in names if n in TOKEN_METRICS]
+        self.totals = {m.name: [0.0, 0] for m in self.metrics}
+
+    @property
+    def needs_logits(self) -> bool:
+        return bool(self.metrics)
+
+    def add(self, logits: torch.Tensor, tokens: torch.Tensor, teacher: TeacherOutputs) -> None:
+        """One batch: float32 logits [rows, seq, vocab] (overwritten), its tokens and the teacher's outputs."""
+        self.add_outputs(compact(logits, tokens, teacher.top_ids.long()), teacher)
+
+    def add_outputs(self, student: TokenOutputs, teacher: TeacherOutputs) -> None:
+        """One batch, already summarised at the teacher's ids (``compact`` or ``estimated``)."""
+        for metric in self.metrics:
+            total, count = metric.batch_total(student, teacher)
+            self.totals[metric.name][0] += total
+            self.totals[metric.name][1] += count
+
+    def values(self, model: nn.Module) -> dict[str, float]:
+        """The metrics' values; ``params`` is counted on ``model``, the candidate as materialised."""
+        values = {m.name: m.finish(self.totals[m.name][0] / self.totals[m.name][1]) for m in self.metrics}
+        if "params" in self.names:
+            values["params"] = float(count_nonzero_parameters(model))
+        return values
+
+
 def score(
     model: nn.Module, tokens: torch.Tensor, teacher: TeacherOutputs, names: tuple[str, ...], batch_size: int
 ) -> dict[str, float]:
     """Score ``model`` on ``tokens`` with every named evaluator, sharing one forward pass."""
-    unknown = set(names) - set(EVALUATORS)
-    if unknown:
-        raise ValueError(f"unknown evaluators: {sorted(unknown)}")
-    metrics = [TOKEN_METRICS[n]() for n in names if n in TOKEN_METRICS]
-    totals = {m.name: [0.0, 0] for m in metrics}
-    if metrics:
+    tally = Tally(names)
+    if tally.needs_logits:
         for rows, logits in batched_logits(model, tokens, batch_size):
-            batch_teacher = teacher.rows(rows)
-            student = compact(logits, tokens[rows], batch_teacher.top_ids.long())
-            for metric in metrics:
-                total, count = metric.batch_total(student, batch_teacher)
-                totals[metric.name][0] += total
-                totals[metric.name][1] += count
-    values = {m.name: m.finish(totals[m.name][0] / totals[m.name][1]) for m in metrics}
-    if "params" in names:
-        values["params"] = float(count_nonzero_parameters(model))
-    return values
+            tally.add(logits, tokens[rows], teacher.rows(rows))
+    return tally.values(model)

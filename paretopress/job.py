@@ -36,13 +36,19 @@ class FrontSpec(Closed):
 
 
 class EvaluationSpec(Closed):
-    """How candidates are scored: sample length, pool sizes, and the teacher's top-k for KL."""
+    """How candidates are scored: sample length, pool sizes, and the teacher's top-k for KL.
+
+    ``tail_samples`` makes the search's fitness cheaper on large vocabularies: its KL and perplexity evaluate the
+    output head only at the teacher's top-k ids and the next tokens, and estimate the rest of the softmax normaliser
+    from that many sampled vocabulary entries (held-out reports stay exact; ``benchmarks/RESULTS.md`` has the error).
+    """
 
     seq_len: int = Field(128, ge=8)
     calibration_samples: int = Field(64, ge=1)
     heldout_samples: int = Field(32, ge=1)
     heldout_fraction: float = Field(0.1, gt=0, lt=1)
     top_k: int = Field(128, ge=1)
+    tail_samples: int | None = Field(None, ge=1)  # estimate the search's KL from this many vocabulary entries
 
 
 class RunSpec(Closed):
@@ -122,6 +128,8 @@ class JobSpec(Closed):
         studies stored before warm starts existed).
         """
         spec = self.model_dump(mode="json", exclude={"name", "run", "baselines"})
+        if self.evaluation.tail_samples is None:  # as in studies stored before it existed
+            del spec["evaluation"]["tail_samples"]
         spec["strategy"].pop("warm_start", None)
         if self.warm_start is not None:
             spec["strategy"]["warm_start"] = self.warm_start.settings()

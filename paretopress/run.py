@@ -10,6 +10,7 @@ from pathlib import Path
 from torch import nn
 
 from paretopress.cluster import connect_ray
+from paretopress.evaluators.forward import head_problem
 from paretopress.evaluators.samples import CALIBRATION, SampleSet
 from paretopress.inputs.data import Documents, load_documents
 from paretopress.inputs.levels import attach_database
@@ -113,6 +114,8 @@ def run_job(
     elif address:
         raise UserError("--address names a Ray cluster; it cannot be combined with --executor local")
     model = load_model(job.model)
+    if job.evaluation.tail_samples is not None and (problem := head_problem(model)):
+        raise UserError(f"evaluation.tail_samples: {job.model} cannot be estimated that way: {problem}")
     space = build_space(job, model, documents)
     pools = prepare_pools(model, job.model, documents, job.evaluation, job.run.batch_size)
     with Store(db_path) as store:
@@ -139,7 +142,8 @@ def _search(job: JobSpec, store: Store, study_id: int, space: Space, pools: dict
             baselines: dict[str, dict[str, Genome]], search: bool, executor: str,
             on_progress: Callable[[Progress], None], wrap_executor: Callable[[Executor], Executor]
             ) -> tuple[dict[str, Genome], dict[str, dict[str, float]], Controller]:
-    worker_args = dict(load=partial(load_model, job.model), space=space, pools=pools, batch_size=job.run.batch_size)
+    worker_args = dict(load=partial(load_model, job.model), space=space, pools=pools, batch_size=job.run.batch_size,
+                       tail_samples=job.evaluation.tail_samples)
     if executor == "ray":
         pool = RayExecutor(job.run.workers, job.run.threads_per_worker, **worker_args)
     else:

@@ -1,6 +1,8 @@
 """Executors run trials on workers: a pool of Ray actors, or one worker in this process.
 
-Both yield (index, result) as evaluations finish, so the controller stores each one the moment it exists.
+Trials that share samples and evaluators (a selection stage) go to workers as jobs of several trials, so a worker
+shares their common prefixes (``search/stage.py``); both executors yield (index, result) as jobs finish, so the
+controller stores each result the moment it exists.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any, Protocol
 import ray
 from ray.exceptions import RayActorError
 
+from paretopress.search.stage import stage_jobs
 from paretopress.search.strategies.base import Trial
 from paretopress.search.worker import Result, Worker
 
@@ -33,19 +36,20 @@ class LocalExecutor:
 
     def __init__(self, **worker_args: Any) -> None:
         self.worker = Worker(**worker_args)
+        self.space = worker_args["space"]
 
     def run(self, trials: list[Trial]) -> Iterator[tuple[int, Result]]:
-        for index, trial in enumerate(trials):
-            yield index, self.worker.evaluate(trial)
+        for job in stage_jobs(trials, self.space, parts=1):
+            yield from zip(job, self.worker.evaluate([trials[i] for i in job]), strict=True)
 
     def close(self) -> None:
         pass
 
 
 class RayExecutor:
-    """A pool of evaluator actors, each holding the model once; at most one trial in flight per actor.
+    """A pool of evaluator actors, each holding the model once; at most one job in flight per actor.
 
-    Sample pools and teacher outputs travel once through the object store, so nodes need no shared disk. A trial
+    Sample pools and teacher outputs travel once through the object store, so nodes need no shared disk. A job
     whose actor dies is given to a fresh actor.
     """
 
@@ -56,31 +60,32 @@ class RayExecutor:
         )
         self._args = {k: ray.put(v) if k == "pools" else v for k, v in worker_args.items()}
         self._args["threads"] = threads_per_worker
+        self.space = worker_args["space"]
         self.actors = [self._spawn() for _ in range(workers)]
 
     def _spawn(self):
         return self._remote.remote(**self._args)
 
     def run(self, trials: list[Trial]) -> Iterator[tuple[int, Result]]:
-        queue = list(range(len(trials)))
+        queue = stage_jobs(trials, self.space, parts=len(self.actors))
         idle = list(self.actors)
-        in_flight: dict[ray.ObjectRef, tuple[int, Any]] = {}
+        in_flight: dict[ray.ObjectRef, tuple[list[int], Any]] = {}
         while queue or in_flight:
             while queue and idle:
-                index, actor = queue.pop(0), idle.pop(0)
-                in_flight[actor.evaluate.remote(trials[index])] = (index, actor)
+                job, actor = queue.pop(0), idle.pop(0)
+                in_flight[actor.evaluate.remote([trials[i] for i in job])] = (job, actor)
             [done], _ = ray.wait(list(in_flight), num_returns=1)
-            index, actor = in_flight.pop(done)
+            job, actor = in_flight.pop(done)
             try:
-                result = ray.get(done)
+                results = ray.get(done)
             except RayActorError:
-                log.warning("an evaluator actor died; trial %d goes to a fresh actor", index)
+                log.warning("an evaluator actor died; its %d trial(s) go to a fresh actor", len(job))
                 self.actors[self.actors.index(actor)] = actor = self._spawn()
-                queue.insert(0, index)
+                queue.insert(0, job)
                 idle.append(actor)
                 continue
             idle.append(actor)
-            yield index, result
+            yield from zip(job, results, strict=True)
 
     def close(self) -> None:
         for actor in self.actors:

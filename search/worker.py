@@ -11,8 +11,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from paretopress.evaluators.metrics import score
-from paretopress.evaluators.samples import SampleSet
+from paretopress.evaluators.forward import TailSample
+from paretopress.evaluators.samples import CALIBRATION, SampleSet
+from paretopress.search.stage import StageForward
 from paretopress.search.strategies.base import Trial
 from paretopress.spaces.base import Space
 
@@ -25,25 +26,37 @@ class Result:
 
 
 class Worker:
-    """``load`` gives the dense model; it runs once, in the worker's own process (a picklable function)."""
+    """``load`` gives the dense model; it runs once, in the worker's own process (a picklable function).
+
+    With ``tail_samples``, calibration trials (the search's fitness) evaluate the output head only at the teacher's
+    ids and estimate the rest of its normaliser from that many sampled vocabulary entries; held-out reports stay
+    exact.
+    """
 
     def __init__(
-        self, load: Callable[[], nn.Module], space: Space, pools: dict[str, SampleSet], batch_size: int, threads: int
+        self, load: Callable[[], nn.Module], space: Space, pools: dict[str, SampleSet], batch_size: int, threads: int,
+        tail_samples: int | None = None,
     ) -> None:
         torch.set_num_threads(threads)
         self.model = load()
-        self.space = space
+        self.stage = StageForward(self.model, space)
+        self.tail = None if tail_samples is None else TailSample(self.model.config.vocab_size, tail_samples)
         self.pools = pools
         self.batch_size = batch_size
         self.name = worker_name()
 
-    def evaluate(self, trial: Trial) -> Result:
-        start = time.perf_counter()
-        pool = self.pools[trial.pool]
-        rows = torch.tensor(trial.samples, dtype=torch.long)
-        with self.space.applied(self.model, trial.genome) as model:
-            values = score(model, pool.tokens[rows], pool.teacher.rows(rows), trial.evaluators, self.batch_size)
-        return Result(values, time.perf_counter() - start, self.name)
+    def evaluate(self, trials: list[Trial]) -> list[Result]:
+        """Trials that share samples and evaluators (one stage, or one trial), scored together; each result holds
+        an equal share of the time they took."""
+        start, first = time.perf_counter(), trials[0]
+        if any((t.pool, t.samples, t.evaluators) != (first.pool, first.samples, first.evaluators) for t in trials):
+            raise ValueError("trials evaluated together must share their pool, samples and evaluators")
+        pool = self.pools[first.pool]
+        rows = torch.tensor(first.samples, dtype=torch.long)
+        values = self.stage.score([t.genome for t in trials], pool.tokens[rows], pool.teacher.rows(rows),
+                                  first.evaluators, self.batch_size, self.tail if first.pool == CALIBRATION else None)
+        seconds = (time.perf_counter() - start) / len(trials)
+        return [Result(v, seconds, self.name) for v in values]
 
 
 def worker_name() -> str:

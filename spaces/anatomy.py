@@ -14,6 +14,7 @@ from paretopress.kernel.errors import UserError
 
 ATTENTION_NAMES = ("self_attn", "attn", "self_attention", "attention")
 MLP_NAMES = ("mlp", "feed_forward", "ffn")
+FINAL_NORM_NAMES = ("norm", "ln_f", "final_layernorm", "final_layer_norm")
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class Anatomy:
     mlp: str
     attention_norms: tuple[str, ...]
     mlp_norms: tuple[str, ...]
+    final_norm: str | None  # dotted path of the norm that reads the last layer's output (None if there is none)
 
     def layer_name(self, index: int) -> str:
         return f"{self.layers_path}.{index}"
@@ -50,6 +52,14 @@ def _norm_names(layer: nn.Module) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return tuple(n for n in attention if n in children), tuple(n for n in mlp if n in children)
 
 
+def _final_norm(model: nn.Module, layers_path: str) -> str | None:
+    """The decoder's norm after its layers, a sibling of the layer list (``norm``; GPT-2: ``ln_f``)."""
+    parent = layers_path.rpartition(".")[0]
+    decoder = model.get_submodule(parent) if parent else model
+    name = next((n for n in FINAL_NORM_NAMES if isinstance(getattr(decoder, n, None), nn.Module)), None)
+    return None if name is None else f"{parent}.{name}".lstrip(".")
+
+
 def read_anatomy(model: nn.Module) -> Anatomy:
     """Find the decoder layers: the first ModuleList whose layers hold an attention and an MLP sub-module."""
     for path, module in model.named_modules():
@@ -60,7 +70,7 @@ def read_anatomy(model: nn.Module) -> Anatomy:
         mlp = next((n for n in MLP_NAMES if isinstance(getattr(first, n, None), nn.Module)), None)
         if attention and mlp:
             attention_norms, mlp_norms = _norm_names(first)
-            return Anatomy(path, len(module), attention, mlp, attention_norms, mlp_norms)
+            return Anatomy(path, len(module), attention, mlp, attention_norms, mlp_norms, _final_norm(model, path))
     raise UserError(
         f"model class {type(model).__name__} is not supported: no list of decoder layers with attention and MLP "
         "sub-modules was found"

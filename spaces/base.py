@@ -115,6 +115,11 @@ class Space(ABC):
         return dict(zip(self.units, genome.levels, strict=True))
 
     @abstractmethod
+    def unit_blocks(self) -> tuple[int, ...]:
+        """The decoder block each unit belongs to, in unit order: genomes that agree on a block's units compute the
+        same residual stream through it, which is what a stage's evaluation shares."""
+
+    @abstractmethod
     def cost(self, genome: Genome) -> dict[str, float]:
         """Exact costs of a genome (e.g. ``{"params": ...}``), computed without touching weights."""
 

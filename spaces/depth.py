@@ -64,6 +64,10 @@ class DepthSpace(Space):
         other._set_budget(drop)
         return other
 
+    def unit_blocks(self) -> tuple[int, ...]:
+        per_block = 1 if self.granularity == "block" else 2
+        return tuple(i // per_block for i in range(len(self.units)))
+
     def cost(self, genome: Genome) -> dict[str, float]:
         dropped = sum(size for size, level in zip(self.unit_params, genome.levels, strict=True) if level)
         return {"params": self.total_params - dropped, "dropped": sum(genome.levels)}

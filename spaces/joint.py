@@ -35,6 +35,9 @@ class JointSpace(Space):
         cut = len(self.depth.units)
         return Genome(genome.levels[:cut]), Genome(genome.levels[cut:])
 
+    def unit_blocks(self) -> tuple[int, ...]:
+        return self.depth.unit_blocks() + self.linear.unit_blocks()
+
     def cost(self, genome: Genome) -> dict[str, float]:
         depth_genome, linear_genome = self.split(genome)
         depth_cost = self.depth.cost(depth_genome)

@@ -49,9 +49,13 @@ class LinearSpace(Space):
     def __init__(self, model: nn.Module, tie: bool = False) -> None:
         anatomy = read_anatomy(model)
         members: list[tuple[str, ...]] = []
+        blocks: list[int] = []
         for index, layer in enumerate(anatomy.layers(model)):
             names = [f"{anatomy.layer_name(index)}.{n}" for n, m in layer.named_modules() if isinstance(m, nn.Linear)]
-            members += [tuple(group) for group in (_tied_groups(names) if tie else [[n] for n in names])]
+            groups = [tuple(group) for group in (_tied_groups(names) if tie else [[n] for n in names])]
+            members += groups
+            blocks += [index] * len(groups)
+        self.blocks = tuple(blocks)
         self.tie = tie
         self.members = tuple(members)
         self.units = tuple(g[0] if len(g) == 1 else "+".join([g[0], *(n.rpartition(".")[2] for n in g[1:])])
@@ -106,6 +110,9 @@ class LinearSpace(Space):
     def _split(self, index: int, weight: torch.Tensor) -> list[torch.Tensor]:
         """A unit's weight cut back into its members' row slices (views)."""
         return list(torch.split(weight, self.rows[index]))
+
+    def unit_blocks(self) -> tuple[int, ...]:
+        return self.blocks
 
     def start(self) -> Genome:
         return self.uniform()

@@ -57,6 +57,9 @@ class SparseQuantSpace(Space):
         mask = self.quant.numels[index] if removed else 0
         return (width * (self.quant.numels[index] - removed + groups) + SCALE_BITS * groups + mask) / 8
 
+    def unit_blocks(self) -> tuple[int, ...]:
+        return self.sparsity.unit_blocks() + self.quant.unit_blocks()
+
     def cost(self, genome: Genome) -> dict[str, float]:
         sparsity_genome, quant_genome = self.split(genome)
         kept = dict(enumerate(genome.levels))

@@ -186,6 +186,9 @@ class WidthSpace(Space):
                                                self.limit.total(genomes[pair].levels) if self.limit else 0))
         return genomes[best]
 
+    def unit_blocks(self) -> tuple[int, ...]:
+        return tuple(u // len(self.parts) for u in range(len(self.units)))
+
     def cost(self, genome: Genome) -> dict[str, float]:
         removed = sum(p[0] - p[level] for p, level in zip(self.unit_params, genome.levels, strict=True))
         cost = {"params": self.total_params - removed}

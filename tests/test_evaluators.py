@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from paretopress.evaluators.forward import compact
+from paretopress.evaluators.forward import TailSample, compact, estimated, head_problem
 from paretopress.evaluators.metrics import score
 from paretopress.evaluators.teacher import compute_teacher, kl_per_token
 from paretopress.spaces.depth import DepthSpace
@@ -88,3 +88,23 @@ def test_compact_view_matches_log_softmax(model, tokens):
     assert torch.allclose(out.rest_logprob, rest, atol=1e-6)
     targets = (tokens[:2, 1:5] % 11)[..., None]
     assert torch.allclose(out.next_logprobs, logprobs[:, :-1].gather(-1, targets).squeeze(-1), atol=1e-6)
+
+
+def test_the_head_estimate_is_exact_when_the_sample_is_the_whole_vocabulary(model, tokens):
+    """``estimated`` from the final hidden states equals ``compact`` of the full logits when nothing is sampled."""
+    teacher = compute_teacher(model, tokens, top_k=8, batch_size=6)
+    space = DepthSpace(model, "block", 2)
+    with torch.inference_mode(), space.applied(model, Genome((0, 1, 0, 0, 1, 0))) as candidate:
+        hidden = candidate.get_decoder()(input_ids=tokens, use_cache=False).last_hidden_state
+        logits = candidate(input_ids=tokens, use_cache=False).logits.float()
+        full = compact(logits, tokens, teacher.top_ids.long())
+        whole = estimated(hidden, candidate.get_output_embeddings(), tokens, teacher.top_ids.long(),
+                          TailSample(model.config.vocab_size, model.config.vocab_size))
+        sampled = estimated(hidden, candidate.get_output_embeddings(), tokens, teacher.top_ids.long(),
+                            TailSample(model.config.vocab_size, 64))
+    for a, b in zip((whole.top_logprobs, whole.rest_logprob, whole.next_logprobs),
+                    (full.top_logprobs, full.rest_logprob, full.next_logprobs), strict=True):
+        assert torch.allclose(a, b, atol=1e-4)
+    exact = kl_per_token(teacher, full).mean()
+    assert kl_per_token(teacher, sampled).mean() == pytest.approx(float(exact), rel=0.2)  # 64 of 320 entries
+    assert head_problem(model) is None
