@@ -22,6 +22,7 @@ SmolLM2 and for depth on a random-initialised SmolLM2-shaped model with a 262,14
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 from collections.abc import Callable
@@ -84,35 +85,43 @@ def generation(space: Space, rng: np.random.Generator) -> list[list[Trial]]:
 
 
 def stage_table(name: str, model, space: Space, tokens: torch.Tensor, args) -> None:
-    """Candidate tokens/s of one generation: plain dense forwards, one by one, and stage by stage."""
+    """Candidate tokens/s of one generation: plain dense forwards, one by one, stage by stage (float32, then with the
+    sampled head and in bfloat16), and each approximation's KL error and ranking against the exact float32 KL."""
     teacher = compute_teacher(model, tokens, args.top_k, args.batch_size)
     pools = {CALIBRATION: SampleSet(tokens, teacher)}
-    worker = Worker(lambda: model, space, pools, args.batch_size, args.threads)
-    sampled = Worker(lambda: model, space, pools, args.batch_size, args.threads, tail_samples=args.tail_samples)
+    sampled = f"head at teacher ids + {args.tail_samples:,} sampled"
+    workers = {settings: Worker(lambda: copy.deepcopy(model), space, pools, args.batch_size, args.threads,
+                                tail_samples=tail, dtype=dtype)
+               for settings, tail, dtype in (("float32", None, "float32"), (f"float32, {sampled}", args.tail_samples,
+                                             "float32"), ("bfloat16", None, "bfloat16"),
+                                             (f"bfloat16, {sampled}", args.tail_samples, "bfloat16"))}
+    exact = workers["float32"]
     stages = generation(space, np.random.default_rng(0))
     trials = [t for stage in stages for t in stage]
     n_tokens = sum(len(t.samples) for t in trials) * tokens.shape[1]
-    seconds = median_seconds({
-        "plain dense forward": lambda: [plain_forward(model, tokens[list(t.samples)], args.batch_size)
-                                        for t in trials],
-        "candidates one by one": lambda: [worker.evaluate([t]) for t in trials],
-        "each stage as one job": lambda: [worker.evaluate(stage) for stage in stages],
-        f"each stage as one job, head at teacher ids + {args.tail_samples:,} sampled":
-            lambda: [sampled.evaluate(stage) for stage in stages],
-    }, args.repeats)
-    together = [[r.values["kl"] for r in worker.evaluate(stage)] for stage in stages]
-    alone = [worker.evaluate([t])[0].values["kl"] for t in trials]
-    estimates = [[r.values["kl"] for r in sampled.evaluate(stage)] for stage in stages]
-    flat = [kl for stage in together for kl in stage]
-    gap = max(abs(a - b) / abs(b) for a, b in zip(flat, alone, strict=True))
-    error = max(abs(a - b) / abs(b) for a, b in zip([kl for stage in estimates for kl in stage], flat, strict=True))
-    same = all(np.argsort(e).tolist() == np.argsort(x).tolist() for e, x in zip(estimates, together, strict=True))
+    paths = {"plain dense forward": lambda: [plain_forward(model, tokens[list(t.samples)], args.batch_size)
+                                             for t in trials],
+             "candidates one by one": lambda: [exact.evaluate([t]) for t in trials]}
+    paths.update({f"each stage as one job, {settings}": lambda w=worker: [w.evaluate(stage) for stage in stages]
+                  for settings, worker in workers.items()})
+    seconds = median_seconds(paths, args.repeats)
+    kl = {settings: [[r.values["kl"] for r in worker.evaluate(stage)] for stage in stages]
+          for settings, worker in workers.items()}
+    alone = [exact.evaluate([t])[0].values["kl"] for t in trials]
     base = seconds["plain dense forward"]
     for path, value in seconds.items():
         print(f"| {name} | {path} | {n_tokens / value:.0f} | {base / value:.2f}x |")
-    print(f"| {name} | stage KL vs one by one: largest relative difference {gap:.1e}; kept streams at most "
-          f"{worker.stage.branch_bytes / 2**20:.1f} MiB; sampled-head KL vs exact: largest relative error "
-          f"{error:.1e}, {'same' if same else 'different'} ranking in both stages | | |")
+    flat = [value for stage in kl["float32"] for value in stage]
+    print(f"| {name} | stage vs one by one: largest relative difference "
+          f"{max(abs(a - b) / abs(b) for a, b in zip(flat, alone, strict=True)):.1e}; kept streams at most "
+          f"{exact.stage.branch_bytes / 2**20:.1f} MiB | | |")
+    for settings in list(workers)[1:]:
+        approx = [value for stage in kl[settings] for value in stage]
+        error = max(abs(a - b) / abs(b) for a, b in zip(approx, flat, strict=True))
+        same = all(np.argsort(a).tolist() == np.argsort(x).tolist()
+                   for a, x in zip(kl[settings], kl["float32"], strict=True))
+        print(f"| {name} | {settings} KL vs exact float32: largest relative error {error:.1e}, "
+              f"{'same' if same else 'different'} ranking in both stages | | |")
 
 
 def large_vocabulary_model(vocab: int):

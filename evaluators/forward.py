@@ -82,12 +82,12 @@ def estimated(hidden: torch.Tensor, head: nn.Linear, tokens: torch.Tensor, ids: 
     """
     b, seq, width = hidden.shape
     rows, flat_ids = hidden.reshape(-1, width).float(), ids.reshape(b * seq, -1)
-    weight, bias = head.weight.float(), None if head.bias is None else head.bias.float()
+    weight, bias = head.weight, None if head.bias is None else head.bias.float()  # rows made float32 once picked
     nexts = torch.cat([tokens[:, 1:], tokens[:, -1:]], dim=1).reshape(-1, 1)  # the last position's is not used
     wanted = torch.cat([flat_ids, nexts], dim=1)
-    picked = torch.cat([torch.bmm(weight[wanted[i:i + chunk]], rows[i:i + chunk, :, None]).squeeze(-1)
+    picked = torch.cat([torch.bmm(weight[wanted[i:i + chunk]].float(), rows[i:i + chunk, :, None]).squeeze(-1)
                         for i in range(0, rows.shape[0], chunk)])
-    tail_logits = rows @ weight[tail.ids].T
+    tail_logits = rows @ weight[tail.ids].float().T
     if bias is not None:
         picked, tail_logits = picked + bias[wanted], tail_logits + bias[tail.ids]
     top, next_logits = picked[:, :-1], picked[:, -1]

@@ -73,6 +73,10 @@ class Tally:
     def needs_logits(self) -> bool:
         return bool(self.metrics)
 
+    @property
+    def counts_parameters(self) -> bool:
+        return "params" in self.names
+
     def add(self, logits: torch.Tensor, tokens: torch.Tensor, teacher: TeacherOutputs) -> None:
         """One batch: float32 logits [rows, seq, vocab] (overwritten), its tokens and the teacher's outputs."""
         self.add_outputs(compact(logits, tokens, teacher.top_ids.long()), teacher)
@@ -87,7 +91,7 @@ class Tally:
     def values(self, model: nn.Module) -> dict[str, float]:
         """The metrics' values; ``params`` is counted on ``model``, the candidate as materialised."""
         values = {m.name: m.finish(self.totals[m.name][0] / self.totals[m.name][1]) for m in self.metrics}
-        if "params" in self.names:
+        if self.counts_parameters:
             values["params"] = float(count_nonzero_parameters(model))
         return values
 

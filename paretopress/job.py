@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import Field, ValidationError, model_validator
@@ -41,6 +41,9 @@ class EvaluationSpec(Closed):
     ``tail_samples`` makes the search's fitness cheaper on large vocabularies: its KL and perplexity evaluate the
     output head only at the teacher's top-k ids and the next tokens, and estimate the rest of the softmax normaliser
     from that many sampled vocabulary entries (held-out reports stay exact; ``benchmarks/RESULTS.md`` has the error).
+    ``dtype: bfloat16`` runs the candidates in bfloat16 (3.3x a float32 forward on a CPU with AVX-512 BF16); the
+    teacher stays the float32 dense model, so a study's values include bfloat16's own small divergence. Both change
+    the values a study stores, so both are part of its identity (unlike the run settings).
     """
 
     seq_len: int = Field(128, ge=8)
@@ -49,6 +52,7 @@ class EvaluationSpec(Closed):
     heldout_fraction: float = Field(0.1, gt=0, lt=1)
     top_k: int = Field(128, ge=1)
     tail_samples: int | None = Field(None, ge=1)  # estimate the search's KL from this many vocabulary entries
+    dtype: Literal["float32", "bfloat16"] = "float32"  # the candidates' arithmetic on the workers
 
 
 class RunSpec(Closed):
@@ -128,8 +132,9 @@ class JobSpec(Closed):
         studies stored before warm starts existed).
         """
         spec = self.model_dump(mode="json", exclude={"name", "run", "baselines"})
-        if self.evaluation.tail_samples is None:  # as in studies stored before it existed
-            del spec["evaluation"]["tail_samples"]
+        for key, default in (("tail_samples", None), ("dtype", "float32")):  # as in studies stored before they existed
+            if spec["evaluation"][key] == default:
+                del spec["evaluation"][key]
         spec["strategy"].pop("warm_start", None)
         if self.warm_start is not None:
             spec["strategy"]["warm_start"] = self.warm_start.settings()

@@ -143,7 +143,7 @@ def _search(job: JobSpec, store: Store, study_id: int, space: Space, pools: dict
             on_progress: Callable[[Progress], None], wrap_executor: Callable[[Executor], Executor]
             ) -> tuple[dict[str, Genome], dict[str, dict[str, float]], Controller]:
     worker_args = dict(load=partial(load_model, job.model), space=space, pools=pools, batch_size=job.run.batch_size,
-                       tail_samples=job.evaluation.tail_samples)
+                       tail_samples=job.evaluation.tail_samples, dtype=job.evaluation.dtype)
     if executor == "ray":
         pool = RayExecutor(job.run.workers, job.run.threads_per_worker, **worker_args)
     else:

@@ -67,11 +67,15 @@ class StageForward:
                 for start in range(0, tokens.shape[0], batch_size):
                     rows = slice(start, min(start + batch_size, tokens.shape[0]))
                     self._walk(distinct, keys, 0, None, tokens[rows], teacher.rows(rows), tallies, 0)
-        values = {}
-        for genome in distinct:
-            with self.space.applied(self.model, genome) as applied:
-                values[genome] = tallies[genome].values(applied)
+        values = {genome: self._values(genome, tallies[genome]) for genome in distinct}
         return [values[genome] for genome in genomes]
+
+    def _values(self, genome: Genome, tally: Tally) -> dict[str, float]:
+        """The tally's values; the genome is applied only when a value is counted on the model (``params``)."""
+        if not tally.counts_parameters:
+            return tally.values(self.model)
+        with self.space.applied(self.model, genome) as applied:
+            return tally.values(applied)
 
     def _keys(self, genome: Genome) -> tuple[tuple[int, ...], ...]:
         return tuple(tuple(genome.levels[u] for u in units) for units in self.units_of)

@@ -30,15 +30,15 @@ class Worker:
 
     With ``tail_samples``, calibration trials (the search's fitness) evaluate the output head only at the teacher's
     ids and estimate the rest of its normaliser from that many sampled vocabulary entries; held-out reports stay
-    exact.
+    exact. ``dtype`` is the candidates' arithmetic (the teacher's outputs stay those of the float32 dense model).
     """
 
     def __init__(
         self, load: Callable[[], nn.Module], space: Space, pools: dict[str, SampleSet], batch_size: int, threads: int,
-        tail_samples: int | None = None,
+        tail_samples: int | None = None, dtype: str = "float32",
     ) -> None:
         torch.set_num_threads(threads)
-        self.model = load()
+        self.model = load().to(getattr(torch, dtype))  # level weights follow the model's dtype when applied
         self.stage = StageForward(self.model, space)
         self.tail = None if tail_samples is None else TailSample(self.model.config.vocab_size, tail_samples)
         self.pools = pools

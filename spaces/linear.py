@@ -67,7 +67,7 @@ class LinearSpace(Space):
         self.numels = tuple(rows * cols for rows, cols in self.shapes)
         self.total_params = count_parameters(model)
         self.database: LevelDatabase | None = None
-        self._cache: OrderedDict[tuple[int, int], torch.Tensor] = OrderedDict()
+        self._cache: OrderedDict[tuple[int, int, torch.dtype], torch.Tensor] = OrderedDict()
 
     def __getstate__(self) -> dict:
         """Workers get the database's path and key, never tensors; each process fills its own cache."""
@@ -150,11 +150,11 @@ class LinearSpace(Space):
         Stored views (SparseGPT levels) cost nothing to keep; masked and dequantized tensors are computed on first
         use in this process and then reused, so a search that revisits levels does not recompute them.
         """
-        key = (index, level)
+        dense = self.dense_weight(model, index).detach()
+        key = (index, level, dense.dtype)  # a float32 and a bfloat16 model in one process never share a tensor
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
-        dense = self.dense_weight(model, index).detach()
         tensor = self.level_weight(index, level, dense).to(dense.dtype)
         self._cache[key] = tensor
         if len(self._cache) > 2 * len(self.units):

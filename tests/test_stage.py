@@ -1,11 +1,14 @@
 """A stage scored together (shared prefixes) equals its candidates scored one by one, for every space kind."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
 from paretopress.evaluators.metrics import score
+from paretopress.evaluators.samples import SampleSet
 from paretopress.evaluators.teacher import compute_teacher
 from paretopress.inputs.data import load_documents, pack_samples
 from paretopress.inputs.models import load_tokenizer
@@ -14,6 +17,8 @@ from paretopress.run import build_space, run_job
 from paretopress.search.operators import distinct_offspring
 from paretopress.search.stage import StageForward, stage_jobs
 from paretopress.search.strategies import Trial
+from paretopress.search.worker import Worker
+from paretopress.spaces.budget import TimeTable
 from paretopress.spaces.depth import DepthSpace
 from paretopress.spaces.genome import Genome
 from tests.support import QUANT, SPARSITY, job_yaml, make_job
@@ -27,6 +32,7 @@ SPACES = {
     "sparsity x quant": {"kind": "joint", "sparsity": {**SPARSITY, "builder": "magnitude"},
                          "quant": {**QUANT, "builder": "rtn"}},
     "depth x quant": {"kind": "joint", "depth": {"drop": 1}, "quant": {**QUANT, "builder": "rtn"}},
+    "width": {"kind": "width", "speedup": 1.2, "channels": [1.0, 0.5, 0.25, 0.0], "calibration_samples": 8},
 }
 
 
@@ -61,6 +67,9 @@ def assert_equal(together, alone):
 def test_a_stage_equals_its_candidates_one_by_one(kind, tiny_model, text_files, model, samples):
     space = build_space(JobSpec.model_validate(job_yaml(tiny_model, text_files, space=SPACES[kind])), model)
     rng = np.random.default_rng(0)
+    if kind == "width":  # a time budget from made-up unit times: only the levels matter here
+        seconds = tuple(tuple(1.0 - 0.2 * level for level in range(n)) for n in space.num_levels)
+        space = space.timed(TimeTable(seconds, sum(unit[0] for unit in seconds) + 1.0, "synthetic")).at_speedup(1.2)
     parent = space.start() or space.random_genome(rng)
     genomes = [*distinct_offspring(parent, space, 6, rng), parent, parent]  # the parent twice: answered once
     stage = StageForward(model, space)
@@ -112,3 +121,23 @@ def test_a_study_with_a_sampled_head_reports_exact_held_out_values(tiny_model, t
         twin = next((other for other, g in exact.genomes.items() if g == genome), None)
         if twin is not None:
             assert estimated.metrics[label] == pytest.approx(exact.metrics[twin], rel=1e-6)
+
+
+@pytest.mark.parametrize("kind", list(SPACES), ids=list(SPACES))
+def test_bfloat16_workers_score_close_to_float32(kind, tiny_model, text_files, model, samples):
+    """``evaluation.dtype: bfloat16``: every space's levels follow the model into bfloat16, and a stage's values stay
+    near the float32 ones (the teacher is float32 in both)."""
+    space = build_space(JobSpec.model_validate(job_yaml(tiny_model, text_files, space=SPACES[kind])), model)
+    if kind == "width":
+        seconds = tuple(tuple(1.0 - 0.2 * level for level in range(n)) for n in space.num_levels)
+        space = space.timed(TimeTable(seconds, sum(unit[0] for unit in seconds) + 1.0, "synthetic")).at_speedup(1.2)
+    rng = np.random.default_rng(2)
+    genomes = [*distinct_offspring(space.start() or space.random_genome(rng), space, 4, rng)]
+    tokens, teacher = samples
+    pools = {"calibration": SampleSet(tokens, teacher)}
+    trials = [Trial(g, "calibration", tuple(range(len(tokens))), ("kl", "ppl"), "x") for g in genomes]
+    values = {dtype: [r.values for r in Worker(lambda: copy.deepcopy(model), space, pools, 4, 1, dtype=dtype)
+                      .evaluate(trials)] for dtype in ("float32", "bfloat16")}
+    for half, full in zip(values["bfloat16"], values["float32"], strict=True):
+        assert half["kl"] == pytest.approx(full["kl"], rel=0.1, abs=0.02)
+        assert half["ppl"] == pytest.approx(full["ppl"], rel=0.05)

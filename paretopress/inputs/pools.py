@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 def prepare_pools(model: nn.Module, model_spec: str, documents: Documents, spec: EvaluationSpec,
                   batch_size: int) -> dict[str, SampleSet]:
     """Calibration and held-out samples with teacher outputs; computed once per (model, data, evaluation spec)."""
-    settings = spec.model_dump(exclude={"tail_samples"})  # how candidates are scored does not change the samples
+    settings = spec.model_dump(exclude={"tail_samples", "dtype"})  # how candidates are scored does not change these
     identity = {"model": model_fingerprint(model_spec), "data": documents.fingerprint, **settings}
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
     path = cache_dir("samples") / f"{key}.safetensors"
