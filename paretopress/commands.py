@@ -68,10 +68,7 @@ def run(args: argparse.Namespace) -> int:
         outcome = run_job(job, args.db, address=args.address, executor=args.executor, on_progress=progress)
     finally:
         progress.close()
-    dense, found = outcome.metrics[DENSE], outcome.metrics[outcome.best]
-    with Store(args.db, readonly=True) as store:
-        best_key = outcome.genomes[outcome.best].key
-        best_id = next(c.id for c in store.candidates(outcome.study_id) if c.genome_key == best_key)
+    dense, found, best_id = outcome.metrics[DENSE], outcome.metrics[outcome.best], outcome.candidates[outcome.best]
     verb = "resumed" if outcome.resumed else "ran"
     print(f"{verb} study {outcome.name!r} in {time.perf_counter() - start:.0f} s: {outcome.evaluated} evaluations run, "
           f"{outcome.reused} answered from the store")
