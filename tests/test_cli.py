@@ -43,6 +43,10 @@ BAD_JOBS = {
     "baseline listed twice": ({"baselines": [{"method": "spdy"}, {"method": "spdy"}]}, "listed twice"),
     "baseline samples beyond the pool": ({"baselines": [{"method": "spdy", "samples": 99}]}, "baselines.0.samples"),
     "warm start of another space": ({"strategy.warm_start": "uniform"}, "strategy.warm_start"),
+    "unknown evaluation dtype": ({"evaluation.dtype": "int8"}, "evaluation.dtype"),
+    "no tail samples": ({"evaluation.tail_samples": 0}, "evaluation.tail_samples"),
+    "unknown strategy of a space": ({"strategy": {"kind": "nsga2", "tokens": 64}, "space": {"kind": "sparsity",
+                                     "sparsity": 0.5}}, "nsga2 searches depth and width spaces only"),
 }
 
 
