@@ -67,7 +67,7 @@ class JobSpec(Closed):
     name: str = Field(min_length=1)
     model: str = Field(min_length=1)
     data: str | dict[str, Any] = "wiki-sample"
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**63)  # what the store's integer column holds
     space: SpaceChoice
     strategy: StrategyChoice = Field(default_factory=EvoPressSpec)
     front: FrontSpec = Field(default_factory=FrontSpec)
@@ -184,13 +184,42 @@ def _resolve_data_files(data: Any, base: Path) -> Any:
     return {**data, "data_files": resolve(data["data_files"])}
 
 
+class StrictLoader(yaml.SafeLoader):
+    """YAML for job files: no aliases (a few lines of them can expand into gigabytes) and no key given twice (the
+    last one would silently win)."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, f"aliases (*{event.anchor}) are not allowed in job files",
+                                              event.start_mark)
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"{key!r} is given twice (lines {seen[key] + 1} and {key_node.start_mark.line + 1})",
+                    key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
 def load_job(path: str | Path) -> JobSpec:
     """Read and validate a job file; every problem becomes a one-line UserError."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"job file {path} does not exist")
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise UserError(f"job file {path} is not UTF-8 text (byte {error.start} cannot be decoded)") from error
+    except OSError as error:
+        raise UserError(f"cannot read job file {path}: {error.strerror}") from error
+    try:
+        raw = yaml.load(text, Loader=StrictLoader)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

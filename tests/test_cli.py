@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from paretopress.cli import main
 from paretopress.job import load_job
@@ -44,6 +45,9 @@ BAD_JOBS = {
     "baseline samples beyond the pool": ({"baselines": [{"method": "spdy", "samples": 99}]}, "baselines.0.samples"),
     "warm start of another space": ({"strategy.warm_start": "uniform"}, "strategy.warm_start"),
     "unknown evaluation dtype": ({"evaluation.dtype": "int8"}, "evaluation.dtype"),
+    "negative seed": ({"seed": -1}, "seed"),
+    "seed beyond 63 bits": ({"seed": 2**64}, "seed"),
+    "offspring beyond any machine": ({"strategy.offspring": 10**18}, "strategy.offspring"),
     "no tail samples": ({"evaluation.tail_samples": 0}, "evaluation.tail_samples"),
     "unknown strategy of a space": ({"strategy": {"kind": "nsga2", "tokens": 64}, "space": {"kind": "sparsity",
                                      "sparsity": 0.5}}, "nsga2 searches depth and width spaces only"),
@@ -54,6 +58,25 @@ BAD_JOBS = {
 def test_bad_job_files(case, tiny_model, text_files, tmp_path, capsys):
     changes, message = BAD_JOBS[case]
     refused(job_yaml(tiny_model, text_files), job_yaml(tiny_model, text_files, **changes), message, tmp_path, capsys)
+
+
+RAW_JOBS = {  # what a YAML mapping cannot say: the file's text itself
+    "a key given twice": (lambda text: f"seed: 0\n{text}", "'seed' is given twice (lines 1 and"),
+    "an alias": (lambda text: f"{text}front: &ref {{reference_kl: 2.0}}\nextra: *ref\n",
+                 "aliases (*ref) are not allowed"),
+    "not UTF-8": (lambda text: f"# caf\xe9\n{text}", "is not UTF-8 text"),
+}
+
+
+@pytest.mark.parametrize("case", list(RAW_JOBS), ids=list(RAW_JOBS))
+def test_job_file_text_problems_are_one_line(case, tiny_model, text_files, tmp_path, capsys):
+    change, message = RAW_JOBS[case]
+    text = change(yaml.safe_dump(job_yaml(tiny_model, text_files)))
+    job = tmp_path / "bad.yaml"
+    job.write_bytes(text.encode("latin-1"))
+    assert main(["run", str(job), "--db", str(tmp_path / "s.db"), "--executor", "local"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err and not (tmp_path / "s.db").exists()
 
 
 def test_changed_spec_under_the_same_name_is_refused(tiny_model, text_files, tmp_path, capsys):

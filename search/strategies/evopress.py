@@ -139,7 +139,7 @@ class EvoPressSpec(StrategySpec):
 
     kind: Literal["evopress"] = "evopress"
     generations: int = Field(20, ge=1)
-    offspring: int = Field(8, ge=1)
+    offspring: int = Field(8, ge=1, le=100_000)
     stages: list[StageSpec] = Field(default_factory=_default_stages, min_length=1)
     warm_start: BaselineChoice | str | None = None
 

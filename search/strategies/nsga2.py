@@ -124,7 +124,7 @@ class NSGA2Spec(StrategySpec):
 
     kind: Literal["nsga2"]
     generations: int = Field(10, ge=1)
-    population: int = Field(16, ge=2)
+    population: int = Field(16, ge=2, le=100_000)
     tokens: int = Field(1024, ge=1)
     objectives: tuple[Literal["kl", "ppl"], Literal["params", "latency"]] = ("kl", "params")
 

@@ -62,7 +62,7 @@ class RandomSearch(Strategy):
 class RandomSpec(StrategySpec):
     kind: Literal["random"]
     generations: int = Field(8, ge=1)
-    per_generation: int = Field(8, ge=1)
+    per_generation: int = Field(8, ge=1, le=100_000)
     tokens: int = Field(1024, ge=1)
 
     def scoring_tokens(self) -> list[int]:
