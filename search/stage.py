@@ -20,6 +20,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -31,6 +32,18 @@ from paretopress.search.strategies.base import Trial
 from paretopress.spaces.anatomy import read_anatomy
 from paretopress.spaces.base import Space
 from paretopress.spaces.genome import Genome
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """What every branch of one batch's walk reads: its tokens, the teacher's outputs, each genome's block keys and
+    tally, and the tail sample when the head is estimated."""
+
+    tokens: torch.Tensor
+    teacher: TeacherOutputs
+    keys: dict[Genome, tuple[tuple[int, ...], ...]]
+    tallies: dict[Genome, Tally]
+    tail: TailSample | None
 
 
 class _Reached(Exception):
@@ -49,7 +62,6 @@ class StageForward:
         blocks = space.unit_blocks()
         self.units_of = [tuple(u for u, b in enumerate(blocks) if b == block) for block in range(len(self.original))]
         self.branch_bytes = 0  # the most memory kept streams held at once, over the stages scored so far
-        self.tail: TailSample | None = None
 
     def score(self, genomes: list[Genome], tokens: torch.Tensor, teacher: TeacherOutputs, names: tuple[str, ...],
               batch_size: int, tail: TailSample | None = None) -> list[dict[str, float]]:
@@ -58,7 +70,6 @@ class StageForward:
         With ``tail``, the output head is evaluated only where the metrics need it and the rest of its normaliser is
         estimated from the tail sample (``evaluators.forward.estimated``).
         """
-        self.tail = tail
         distinct = list(dict.fromkeys(genomes))
         tallies = {genome: Tally(names) for genome in distinct}
         keys = {genome: self._keys(genome) for genome in distinct}
@@ -66,7 +77,7 @@ class StageForward:
             with torch.inference_mode():
                 for start in range(0, tokens.shape[0], batch_size):
                     rows = slice(start, min(start + batch_size, tokens.shape[0]))
-                    self._walk(distinct, keys, 0, None, tokens[rows], teacher.rows(rows), tallies, 0)
+                    self._walk(distinct, 0, None, _Batch(tokens[rows], teacher.rows(rows), keys, tallies, tail), 0)
         values = {genome: self._values(genome, tallies[genome]) for genome in distinct}
         return [values[genome] for genome in genomes]
 
@@ -80,33 +91,32 @@ class StageForward:
     def _keys(self, genome: Genome) -> tuple[tuple[int, ...], ...]:
         return tuple(tuple(genome.levels[u] for u in units) for units in self.units_of)
 
-    def _walk(self, group: list[Genome], keys: dict, start: int, stream: torch.Tensor | None, tokens: torch.Tensor,
-              teacher: TeacherOutputs, tallies: dict[Genome, Tally], held: int) -> None:
+    def _walk(self, group: list[Genome], start: int, stream: torch.Tensor | None, batch: _Batch, held: int) -> None:
         """Score ``group``, whose genomes agree on the blocks before ``start`` (``stream`` flows into it)."""
         if len(group) == 1:
-            self._leaf(group[0], start, stream, tokens, teacher, tallies[group[0]])
+            self._leaf(group[0], start, stream, batch)
             return
-        split = next(b for b in range(start, len(self.original)) if len({keys[g][b] for g in group}) > 1)
+        split = next(b for b in range(start, len(self.original)) if len({batch.keys[g][b] for g in group}) > 1)
         if split > start:
-            stream = self._run(group[0], start, split, stream, tokens)
+            stream = self._run(group[0], start, split, stream, batch.tokens)
             held += stream.numel() * stream.element_size()
             self.branch_bytes = max(self.branch_bytes, held)
         branches: dict[tuple[int, ...], list[Genome]] = {}
         for genome in group:
-            branches.setdefault(keys[genome][split], []).append(genome)
+            branches.setdefault(batch.keys[genome][split], []).append(genome)
         for branch in branches.values():
-            self._walk(branch, keys, split, stream, tokens, teacher, tallies, held)
+            self._walk(branch, split, stream, batch, held)
 
-    def _leaf(self, genome: Genome, start: int, stream: torch.Tensor | None, tokens: torch.Tensor,
-              teacher: TeacherOutputs, tally: Tally) -> None:
+    def _leaf(self, genome: Genome, start: int, stream: torch.Tensor | None, batch: _Batch) -> None:
         """The genome's blocks from ``start`` to its outputs, added to its tally."""
-        if self.tail is None:
+        tokens, teacher, tally = batch.tokens, batch.teacher, batch.tallies[genome]
+        if batch.tail is None:
             tally.add(self._run(genome, start, None, stream, tokens), tokens, teacher)
             return
         with self.space.applied(self.model, genome) as model, self._from(model, start, stream):
             hidden = model.get_decoder()(input_ids=tokens, use_cache=False).last_hidden_state
             tally.add_outputs(estimated(hidden, model.get_output_embeddings(), tokens, teacher.top_ids.long(),
-                                        self.tail), teacher)
+                                        batch.tail), teacher)
 
     def _run(self, genome: Genome, start: int, stop: int | None, stream: torch.Tensor | None,
              tokens: torch.Tensor) -> torch.Tensor:

@@ -150,11 +150,12 @@ class LinearSpace(Space):
         Stored views (SparseGPT levels) cost nothing to keep; masked and dequantized tensors are computed on first
         use in this process and then reused, so a search that revisits levels does not recompute them.
         """
-        dense = self.dense_weight(model, index).detach()
-        key = (index, level, dense.dtype)  # a float32 and a bfloat16 model in one process never share a tensor
+        dtype = model.get_submodule(self.members[index][0]).weight.dtype
+        key = (index, level, dtype)  # a float32 and a bfloat16 model in one process never share a tensor
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
+        dense = self.dense_weight(model, index).detach()  # a copy for tied units: only on a miss
         tensor = self.level_weight(index, level, dense).to(dense.dtype)
         self._cache[key] = tensor
         if len(self._cache) > 2 * len(self.units):
