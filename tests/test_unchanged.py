@@ -72,9 +72,11 @@ def run_studies(db: Path, tiny_model: Path, text_files: list[Path]) -> None:
 
 
 def _close(a, b) -> bool:
-    """Equal, floats to 1e-6 relative (the same arithmetic on another CPU may round its last bits differently)."""
+    """Equal, floats to 1e-6 relative or 1e-7 absolute: the same float32 arithmetic on another CPU rounds its last
+    bits differently, which moves a KL of the tiny model (values near 1e-6, differences of nearly equal log-probs)
+    by up to 3e-8 (measured on a machine other than the one that wrote the fixture; every genome agreed)."""
     if isinstance(a, float) and isinstance(b, float):
-        return a == pytest.approx(b, rel=1e-6, abs=1e-12)
+        return a == pytest.approx(b, rel=1e-6, abs=1e-7)
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(_close(a[key], b[key]) for key in a)
     if isinstance(a, tuple | list) and type(a) is type(b) and len(a) == len(b):
