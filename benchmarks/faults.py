@@ -8,19 +8,25 @@ uninterrupted run of the same job:
 - ``evaluator actor kill``: a study on a local Ray instance with 2 evaluator actors, one actor killed (``ray.kill``)
   after every few results while other trials are in flight;
 - ``worker node kill``: a head and two worker nodes (``ray start`` processes, token auth on), every process of a
-  worker node that runs an evaluator SIGKILLed at once mid-study.
+  worker node that runs an evaluator SIGKILLed at once mid-study;
+- ``signals``: ``paretopress run --executor local`` stopped twice per run by SIGINT, two SIGINTs or SIGTERM (in
+  turn), each required to exit 130 / 143, then run again to completion;
+- ``concurrent run``: a second ``paretopress run`` of the study started while the first holds it (required to be
+  refused with exit 2), then the holder SIGKILLed, and the study taken over by the next run to completion.
 
 A fault is survived when the study completes with exactly the uninterrupted run's candidates, evaluations (values
 included) and front. Lost: evaluations of the uninterrupted run missing from the store; duplicated: rows beyond the
 first for one (candidate genome, evaluator, pool, sample set).
 
-    .venv/bin/python benchmarks/faults.py [--controller-runs 6] [--actor-runs 3] [--node-runs 2]
+    .venv/bin/python benchmarks/faults.py [--controller-runs 6] [--actor-runs 3] [--node-runs 2] \
+        [--signal-runs 6] [--concurrent-runs 6]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -80,6 +86,62 @@ def controller_kills(runs: int, job: Path, folder: Path, reference: tuple) -> Ta
         command = [sys.executable, "-m", "paretopress.cli", "run", str(job), "--db", str(db), "--executor", "local"]
         injected = sum(kill_after(command, db, max(points[i], 1)) for i in (run, run + runs))
         assert subprocess.run(command, capture_output=True).returncode == 0
+        tally.add(db, reference, injected)
+    return tally
+
+
+def spread(total: int, count: int) -> list[int]:
+    """``count`` row counts spread over a study of ``total`` evaluations, the first at least 1."""
+    return [max(round(i * total / (count + 1)), 1) for i in range(1, count + 1)]
+
+
+def _run(db: Path, job: Path) -> list[str]:
+    return [sys.executable, "-m", "paretopress.cli", "run", str(job), "--db", str(db), "--executor", "local"]
+
+
+def _started(command: list[str], db: Path, rows: int) -> subprocess.Popen:
+    """``command`` running, once the store holds ``rows`` evaluations (or once it ended)."""
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    while evaluation_count(db) < rows and process.poll() is None:
+        time.sleep(0.001)
+    return process
+
+
+SIGNALS = ((signal.SIGINT,), (signal.SIGINT, signal.SIGINT), (signal.SIGTERM,))
+
+
+def signal_stops(runs: int, job: Path, folder: Path, reference: tuple) -> Tally:
+    tally = Tally("SIGINT, double SIGINT, SIGTERM (2 per run)")
+    points = spread(len(reference[2]), 2 * runs)
+    for run in range(runs):
+        db, injected = folder / f"signal{run}.db", 0
+        for turn in (run, run + runs):
+            process, signals = _started(_run(db, job), db, points[turn]), SIGNALS[turn % len(SIGNALS)]
+            if process.poll() is None:
+                for number in signals:
+                    process.send_signal(number)
+                    time.sleep(0.05)
+                assert process.wait() == 128 + signals[0], process.stderr.read()
+                injected += 1
+            process.wait()
+        assert subprocess.run(_run(db, job), capture_output=True).returncode == 0
+        tally.add(db, reference, injected)
+    return tally
+
+
+def concurrent_runs(runs: int, job: Path, folder: Path, reference: tuple) -> Tally:
+    tally = Tally("concurrent run, then holder SIGKILL (2 per run)")
+    points = spread(len(reference[2]), runs)
+    for run in range(runs):
+        db, injected = folder / f"concurrent{run}.db", 0
+        holder = _started(_run(db, job), db, points[run])
+        if holder.poll() is None:
+            second = subprocess.run(_run(db, job), capture_output=True, text=True)
+            assert second.returncode == 2 and "is being run by pid" in second.stderr, second.stderr
+            holder.send_signal(signal.SIGKILL)
+            injected += 2
+        holder.wait()
+        assert subprocess.run(_run(db, job), capture_output=True).returncode == 0  # its holder is dead: taken over
         tally.add(db, reference, injected)
     return tally
 
@@ -153,6 +215,8 @@ def main() -> None:
     parser.add_argument("--controller-runs", type=int, default=6)
     parser.add_argument("--actor-runs", type=int, default=3)
     parser.add_argument("--node-runs", type=int, default=2)
+    parser.add_argument("--signal-runs", type=int, default=6)
+    parser.add_argument("--concurrent-runs", type=int, default=6)
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -168,7 +232,9 @@ def main() -> None:
         run_job(make_job(tiny_model, text_files, **GENERATIONS), folder / "straight.db", executor="local")
         reference = snapshot(folder / "straight.db")
         tallies = [controller_kills(args.controller_runs, job, folder, reference),
-                   actor_kills(args.actor_runs, tiny_model, text_files, folder, reference)]
+                   actor_kills(args.actor_runs, tiny_model, text_files, folder, reference),
+                   signal_stops(args.signal_runs, job, folder, reference),
+                   concurrent_runs(args.concurrent_runs, job, folder, reference)]
         if args.node_runs:
             tallies.append(node_kills(args.node_runs, job, folder, reference))
     print(f"uninterrupted study: {len(reference[1])} candidates, {len(reference[2])} evaluations, "

@@ -6,7 +6,8 @@ import argparse
 import logging
 import sys
 
-from paretopress.kernel.errors import UserError, disk_error
+from paretopress.kernel.errors import UserError, user_message
+from paretopress.signals import interruptible
 
 DEFAULT_DB = "paretopress.db"
 CLUSTER_DB = "~/paretopress.db"  # on the head node: a submitted job's working directory is temporary
@@ -28,12 +29,16 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--db", default=DEFAULT_DB, help=f"SQLite store (default: {DEFAULT_DB})")
     run.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
     run.add_argument("--executor", choices=("ray", "local"), default="ray", help="where evaluations run")
+    run.add_argument("--takeover", action="store_true",
+                     help="take the study over from another run that holds it (one whose machine died)")
 
     baseline = commands.add_parser("baseline", help="run only the one-shot baselines a job file names, no search")
     baseline.add_argument("job", help="job file (YAML) with a `baselines:` list")
     baseline.add_argument("--db", default=DEFAULT_DB, help=f"SQLite store (default: {DEFAULT_DB})")
     baseline.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
     baseline.add_argument("--executor", choices=("ray", "local"), default="ray", help="where evaluations run")
+    baseline.add_argument("--takeover", action="store_true",
+                     help="take the study over from another run that holds it (one whose machine died)")
 
     studies = commands.add_parser("studies", help="list the studies in a store")
     studies.add_argument("--db", default=DEFAULT_DB)
@@ -91,23 +96,24 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    try:
-        args = _parser().parse_args(argv)
-        from paretopress import commands  # imported once the arguments are valid: a usage error costs nothing
+    with interruptible():
+        try:
+            args = _parser().parse_args(argv)
+            from paretopress import commands  # imported once the arguments are valid: a usage error costs nothing
 
-        return getattr(commands, args.command)(args)
-    except UserError as error:
-        print(f"paretopress: error: {error}", file=sys.stderr)
-        return 2
-    except Exception as error:  # a full or read-only disk is the user's to fix too: one line, not a traceback
-        if (message := disk_error(error)) is None:
-            raise
-        print(f"paretopress: error: {message}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("paretopress: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
-
+            return getattr(commands, args.command)(args)
+        except UserError as error:
+            print(f"paretopress: error: {error}", file=sys.stderr)
+            return 2
+        except Exception as error:  # a full disk, a path without permission: the user's to fix, one line
+            if (message := user_message(error)) is None:
+                raise
+            print(f"paretopress: error: {message}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM from `ray job stop`, a timeout or a scheduler
+            cause = f" by {interrupt}" if str(interrupt) else ""
+            print(f"paretopress: interrupted{cause}; run the same command again to resume", file=sys.stderr)
+            return getattr(interrupt, "exit_code", 130)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import shlex
+import signal
 import socket
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from ray.exceptions import AuthenticationError
 
 from paretopress.job import load_job
 from paretopress.kernel.errors import UserError
+from paretopress.signals import kept_handler
 
 UPLOAD_LIMIT = 100 * 2**20  # Ray refuses working directories above 100 MiB; say so before it does
 TOKEN_HINT = ("export RAY_AUTH_MODE=token and RAY_AUTH_TOKEN=<the cluster's token> (or RAY_AUTH_TOKEN_PATH=<a file "
@@ -37,16 +39,17 @@ def connect_ray(address: str | None, num_cpus: int | None = None) -> None:
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")  # set for jobs submitted to a cluster
-    if address:
-        check_reachable(address)
-        try:
-            ray.init(address=address, logging_level=logging.WARNING)
-        except (ConnectionError, AuthenticationError) as error:  # after 20 s of retries, or at once without a token
-            raise UserError(_join_error(address, error)) from error
-    else:
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        _loopback_only()
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING)
+    with kept_handler(signal.SIGTERM):  # ray.init makes SIGTERM exit at once, skipping our clean-up
+        if address:
+            check_reachable(address)
+            try:
+                ray.init(address=address, logging_level=logging.WARNING)
+            except (ConnectionError, AuthenticationError) as error:  # after 20 s of retries, or at once: no token
+                raise UserError(_join_error(address, error)) from error
+        else:
+            os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+            _loopback_only()
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING)
 
 
 def _join_error(address: str, error: BaseException) -> str:
@@ -72,9 +75,31 @@ def check_reachable(address: str, timeout: float = 5.0) -> None:
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise UserError(f"--address {address!r} is not HOST:PORT (the head node's GCS port, 6379 by default) or auto")
     try:
-        socket.create_connection((host, int(port)), timeout=timeout).close()
+        with socket.create_connection((host, int(port)), timeout=timeout) as connection:
+            grpc = _speaks_grpc(connection)
     except OSError as error:
         raise UserError(f"cannot reach a Ray cluster at {address}: {error.strerror or error}") from error
+    if not grpc:
+        raise UserError(f"the server at {address} is not a Ray cluster (it does not answer as Ray's GCS, a gRPC "
+                        f"server, does); give the head node's GCS port, 6379 by default")
+
+
+#: an HTTP/2 client's connection preface, then an empty SETTINGS frame: a gRPC server answers with its SETTINGS
+HTTP2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+SETTINGS_FRAME = 4
+
+
+def _speaks_grpc(connection: socket.socket) -> bool:
+    """Whether the server behind ``connection`` answers the HTTP/2 preface with a frame header naming SETTINGS:
+    what Ray's GCS does at once, and what a web server, a database or a closed-mouthed service does not."""
+    connection.sendall(HTTP2_HELLO)
+    header = b""
+    try:
+        while len(header) < 9 and (chunk := connection.recv(9 - len(header))):
+            header += chunk
+    except TimeoutError:
+        return False
+    return len(header) == 9 and header[3] == SETTINGS_FRAME
 
 
 def _loopback_only() -> None:

@@ -65,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     progress = ProgressLine()
     try:
-        outcome = run_job(job, args.db, address=args.address, executor=args.executor, on_progress=progress)
+        outcome = run_job(job, args.db, address=args.address, executor=args.executor, on_progress=progress,
+                         takeover=args.takeover)
     finally:
         progress.close()
     dense, found, best_id = outcome.metrics[DENSE], outcome.metrics[outcome.best], outcome.candidates[outcome.best]
@@ -88,7 +89,8 @@ def baseline(args: argparse.Namespace) -> int:
     job = load_job(args.job)
     if not job.all_baselines:
         raise UserError(f"job file {args.job} names no baselines; add e.g. `baselines: [{{method: shortgpt}}]`")
-    outcome = run_job(job, args.db, address=args.address, executor=args.executor, search=False)
+    outcome = run_job(job, args.db, address=args.address, executor=args.executor, search=False,
+                     takeover=args.takeover)
     with Store(args.db, readonly=True) as store:
         runs = {run.label: run for run in store.baseline_runs(outcome.study_id)}
     rows = []

@@ -29,7 +29,9 @@ from paretopress.spaces.database import LevelSource
 from paretopress.spaces.genome import Genome
 from paretopress.spaces.specs.width import LatencySpec
 from paretopress.spaces.width import WidthSpace
-from paretopress.store.store import Store, check_schema, check_writable
+from paretopress.store.files import check_writable, store_path
+from paretopress.store.lease import Heartbeat
+from paretopress.store.store import Store, check_schema
 
 DENSE = "dense"
 
@@ -96,13 +98,15 @@ def run_job(
     on_progress: Callable[[Progress], None] = lambda _: None,
     wrap_executor: Callable[[Executor], Executor] = lambda e: e,
     search: bool = True,
+    takeover: bool = False,
 ) -> Outcome:
     """Validate everything the user gave before the store is touched, run the job's baselines, search (unless
     ``search`` is false: baselines only), then report every genome on held-out data.
 
-    ``wrap_executor`` lets tests interpose on the real executor (e.g. to interrupt a run part-way).
+    ``wrap_executor`` lets tests interpose on the real executor (e.g. to interrupt a run part-way); ``takeover``
+    takes the study's lease from another run (one that died on another machine).
     """
-    db_path = Path(db_path)
+    db_path = store_path(db_path)
     check_writable(db_path)
     if db_path.exists() and db_path.stat().st_size > 0:
         check_schema(db_path)  # a store this paretopress cannot open is refused before minutes of work
@@ -114,28 +118,41 @@ def run_job(
     elif address:
         raise UserError("--address names a Ray cluster; it cannot be combined with --executor local")
     model = load_model(job.model)
+    check_fits(job, model.config)
     if job.evaluation.tail_samples is not None and (problem := head_problem(model)):
         raise UserError(f"evaluation.tail_samples: {job.model} cannot be estimated that way: {problem}")
     space = build_space(job, model, documents)
     pools = prepare_pools(model, job.model, documents, job.evaluation, job.run.batch_size)
     with Store(db_path) as store:
         space = job.space.budgeted(space, JobInputs(job, model, documents, store))  # speedups: the latency table
-        study_id, resumed = store.open_study(job.name, job.study_spec(), job.seed, space.describe())
-        try:
-            baselines = run_baselines(job.all_baselines, job.space.budget_spaces(space), store, study_id, model,
-                                      pools[CALIBRATION].tokens, job.run.batch_size)
-            del model  # the workers load their own copy
-            genomes, metrics, controller = _search(job, store, study_id, space, pools, baselines, search,
-                                                   executor, on_progress, wrap_executor)
-        except BaseException as error:
-            store.set_status(study_id, "interrupted" if isinstance(error, KeyboardInterrupt) else "failed")
-            raise
-        store.set_status(study_id, "completed")
+        study_id, resumed = store.open_study(job.name, job.study_spec(), job.seed, space.describe(), takeover)
+        with Heartbeat(store.engine, study_id):  # the lease: a second run of this study is refused
+            try:
+                baselines = run_baselines(job.all_baselines, job.space.budget_spaces(space), store, study_id, model,
+                                          pools[CALIBRATION].tokens, job.run.batch_size)
+                del model  # the workers load their own copy
+                genomes, metrics, controller = _search(job, store, study_id, space, pools, baselines, search,
+                                                       executor, on_progress, wrap_executor)
+            except BaseException as error:
+                store.set_status(study_id, "interrupted" if isinstance(error, KeyboardInterrupt) else "failed")
+                raise
+            store.set_status(study_id, "completed")
         return Outcome(study_id, job.name, resumed, genomes, metrics,
                        costs={label: space.cost(genome) for label, genome in genomes.items()},
                        candidates={label: store.candidate_id(study_id, genome) for label, genome in genomes.items()},
                        evaluated=controller.evaluated, reused=controller.reused,
                        baselines=frozenset(label for run in baselines.values() for label in run))
+
+
+def check_fits(job: JobSpec, config) -> None:
+    """What the job asks of the model that only its config can say, checked before anything is written."""
+    vocabulary = config.vocab_size
+    if job.evaluation.top_k > vocabulary:
+        raise UserError(f"evaluation.top_k: {job.evaluation.top_k} is more than {job.model}'s {vocabulary:,} tokens")
+    positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    if positions is not None and job.evaluation.seq_len > positions:
+        raise UserError(f"evaluation.seq_len: {job.evaluation.seq_len} is more than the {positions:,} positions "
+                        f"{job.model} has")
 
 
 def _search(job: JobSpec, store: Store, study_id: int, space: Space, pools: dict[str, SampleSet],

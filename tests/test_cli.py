@@ -49,6 +49,9 @@ BAD_JOBS = {
     "seed beyond 63 bits": ({"seed": 2**64}, "seed"),
     "offspring beyond any machine": ({"strategy.offspring": 10**18}, "strategy.offspring"),
     "no tail samples": ({"evaluation.tail_samples": 0}, "evaluation.tail_samples"),
+    "top_k beyond the vocabulary": ({"evaluation.top_k": 100_000}, "evaluation.top_k: 100000 is more than"),
+    "sequence beyond the positions": ({"evaluation.seq_len": 512, "evaluation.calibration_samples": 4},
+                                      "evaluation.seq_len: 512 is more than the 256 positions"),
     "unknown strategy of a space": ({"strategy": {"kind": "nsga2", "tokens": 64}, "space": {"kind": "sparsity",
                                      "sparsity": 0.5}}, "nsga2 searches depth and width spaces only"),
 }

@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from paretopress.cli import main
-from paretopress.kernel.errors import disk_error
+from paretopress.kernel.errors import user_message
 from tests.support import job_yaml, write
 from tests.support.faults import GENERATIONS, evaluation_count, snapshot
 
@@ -96,9 +96,9 @@ def test_disk_full_while_creating_the_store_leaves_no_store(uninterrupted, tiny_
     assert list(tmp_path.iterdir()) == [job]  # neither a half-made store nor its temporary file
 
 
-def test_disk_errors_outside_sqlite_are_named():
+def test_user_messages_outside_sqlite_are_named():
     error = OSError(errno.ENOSPC, "No space left on device", "cache/teacher.safetensors")
-    assert disk_error(RuntimeError("wrapped")) is None
+    assert user_message(RuntimeError("wrapped")) is None
     wrapped = RuntimeError("saving failed")
     wrapped.__cause__ = error
-    assert disk_error(wrapped).startswith("cannot write cache/teacher.safetensors: No space left on device; free")
+    assert user_message(wrapped).startswith("cannot write cache/teacher.safetensors: No space left on device; free")

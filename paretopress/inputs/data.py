@@ -144,6 +144,8 @@ def _dataset_texts(source: dict) -> list[str]:
     args = dict(source)
     text_field = args.pop("text_field", "text")
     split = args.pop("split", "train")
+    datasets.disable_progress_bars()  # stderr holds our progress line and one-line errors, nothing else
+    datasets.logging.set_verbosity_error()
     try:
         dataset = datasets.load_dataset(**args, split=split)
     except (OSError, ValueError, TypeError, datasets.exceptions.DatasetsError) as error:

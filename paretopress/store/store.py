@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
@@ -18,6 +17,15 @@ from sqlalchemy.orm import Session
 
 from paretopress.kernel.errors import UserError
 from paretopress.spaces.genome import Genome
+from paretopress.store.files import (
+    check_writable,
+    create_store_file,
+    read_only_connection,
+    read_only_engine,
+    store_path,
+    writer_engine,
+)
+from paretopress.store.lease import release_lease, take_lease
 from paretopress.store.tables import (
     MIGRATIONS,
     SCHEMA_VERSION,
@@ -59,7 +67,7 @@ class Store:
     """Typed access to one SQLite file. ``readonly`` stores never create or change the file."""
 
     def __init__(self, path: str | Path, readonly: bool = False) -> None:
-        self.path = Path(path).expanduser()
+        self.path = store_path(path)
         self.readonly = readonly
         if readonly:
             if not self.path.exists():
@@ -67,38 +75,17 @@ class Store:
             if (version := check_schema(self.path)) != SCHEMA_VERSION:
                 raise UserError(f"{self.path} has store schema version {version}; run a job on it with this "
                                 f"paretopress (`paretopress run`) to migrate it to version {SCHEMA_VERSION}")
-            url = f"sqlite:///file:{self.path.resolve()}?mode=ro&uri=true"
+            self.engine = read_only_engine(self.path)
         else:
             check_writable(self.path)
             if self.path.exists() and self.path.stat().st_size > 0:
                 self._migrate(check_schema(self.path))  # before any other write: a refused file stays untouched
             else:
-                self._create()
-            url = f"sqlite:///{self.path.resolve()}"
-        self.engine = create_engine(url)
+                create_store_file(self.path, _create)
+            self.engine = writer_engine(self.path)
         event.listen(self.engine, "connect", self._configure_connection)
         if not readonly:
             Base.metadata.create_all(self.engine)  # tables added since the file was written; none on a new store
-
-    def _create(self) -> None:
-        """Write a new store under a temporary name, then rename it: a full disk or a crash leaves no half-made store
-        (SQLite through pysqlite commits each CREATE TABLE on its own)."""
-        partial = self.path.with_name(f".{self.path.name}.partial")
-        leftovers = (partial, partial.with_name(f"{partial.name}-journal"))
-        for leftover in leftovers:  # of a creation killed before it could clean up
-            leftover.unlink(missing_ok=True)
-        engine = create_engine(f"sqlite:///{partial.resolve()}")
-        try:
-            Base.metadata.create_all(engine)
-            with Session(engine) as session, session.begin():
-                session.add(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
-        except BaseException:
-            engine.dispose()
-            for leftover in leftovers:
-                leftover.unlink(missing_ok=True)
-            raise
-        engine.dispose()
-        os.replace(partial, self.path)
 
     def _migrate(self, version: int) -> None:
         """Run MIGRATIONS from ``version`` up to SCHEMA_VERSION, each step atomic with its version number."""
@@ -132,8 +119,9 @@ class Store:
 
     # -- studies ---------------------------------------------------------------------------------------------------
 
-    def open_study(self, name: str, spec: dict, seed: int, space: dict) -> tuple[int, bool]:
-        """Create the study, or resume it when the stored spec is identical; returns (study id, resumed)."""
+    def open_study(self, name: str, spec: dict, seed: int, space: dict, takeover: bool = False) -> tuple[int, bool]:
+        """Create the study, or resume it when the stored spec is identical, and take its lease, all in one
+        transaction (a refusal writes nothing); returns (study id, resumed)."""
         digest = spec_hash(spec)
         with Session(self.engine) as session, session.begin():
             study = session.scalar(select(Study).where(Study.name == name))
@@ -141,18 +129,22 @@ class Store:
                 study = Study(name=name, spec=spec, spec_hash=digest, seed=seed, space=space)
                 session.add(study)
                 session.flush()
+                take_lease(session, study.id, name, takeover)
                 return study.id, False
             if study.spec_hash != digest:
                 changes = "; ".join(spec_differences(study.spec, spec))
                 raise UserError(
                     f"study {name!r} exists with a different spec ({changes}); use another name or the old spec"
                 )
+            take_lease(session, study.id, name, takeover)
             study.status = "running"
             return study.id, True
 
     def set_status(self, study_id: int, status: str) -> None:
+        """The study's final status, and its lease given up, in one transaction."""
         with Session(self.engine) as session, session.begin():
             session.get(Study, study_id).status = status
+            release_lease(session, study_id)
 
     def studies(self) -> list[Study]:
         with Session(self.engine, expire_on_commit=False) as session:
@@ -163,7 +155,7 @@ class Store:
         with Session(self.engine, expire_on_commit=False) as session:
             query = select(Study).where(Study.name == str(ref))
             study = session.scalar(query)
-            if study is None and str(ref).isdigit():
+            if study is None and str(ref).isascii() and str(ref).isdigit():
                 study = session.get(Study, int(ref))
         if study is None:
             raise UserError(f"no study {ref!r} in {self.path}")
@@ -349,7 +341,7 @@ def check_schema(path: Path) -> int:
     Reads through a read-only connection of its own, so a refused file is left byte-for-byte as it was.
     """
     try:
-        connection = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True, timeout=30)
+        connection = read_only_connection(path)
         try:
             row = connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         finally:
@@ -369,13 +361,13 @@ def check_schema(path: Path) -> int:
     return version
 
 
-def check_writable(path: Path) -> None:
-    """Fail early, before any work, if the store file cannot be created or written."""
-    if path.is_dir():
-        raise UserError(f"store path {path} is a directory; give a file name such as {path / 'paretopress.db'}")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise UserError(f"cannot create the store {path}: directory {parent} does not exist")
-    target = path if path.exists() else parent
-    if not os.access(target, os.W_OK):
-        raise UserError(f"cannot write the store {path}: permission denied")
+def _create(path: Path) -> None:
+    """A new, empty store at ``path`` (SQLite through pysqlite commits each CREATE TABLE on its own, which is why
+    ``create_store_file`` has it written under a temporary name)."""
+    engine = create_engine("sqlite://", creator=lambda: sqlite3.connect(path))  # a path, never a URL
+    try:
+        Base.metadata.create_all(engine)
+        with Session(engine) as session, session.begin():
+            session.add(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
+    finally:
+        engine.dispose()

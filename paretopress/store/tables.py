@@ -123,3 +123,14 @@ class Latency(Base):
     seconds: Mapped[float] = mapped_column(Float)
     repeats: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=now)
+
+
+class Lease(Base):
+    """Who runs a study now: one row while a `paretopress run` works on it, so a second run of it is refused."""
+
+    __tablename__ = "leases"
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), primary_key=True)
+    host: Mapped[str] = mapped_column(String)
+    pid: Mapped[int] = mapped_column(Integer)
+    since: Mapped[datetime] = mapped_column(DateTime, default=now)
+    heartbeat: Mapped[datetime] = mapped_column(DateTime, default=now)
