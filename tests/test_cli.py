@@ -109,7 +109,9 @@ def test_changed_spec_under_the_same_name_is_refused(tiny_model, text_files, tmp
     ],
 )
 def test_bad_arguments(argv, message, tmp_path, monkeypatch, capsys, tiny_model, text_files):
+    """Each case alone, on a cold `datasets` cache: its progress bars must not reach the one line either."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("datasets.config.HF_DATASETS_CACHE", tmp_path / "hf-datasets")
     write(tmp_path / "job.yaml", job_yaml(tiny_model, text_files))
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()

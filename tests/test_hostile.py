@@ -4,6 +4,7 @@ two runs of one study at once, and real signals mid-search."""
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -190,3 +191,31 @@ def test_reader_mistakes_are_one_line(argv, message, stored, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
     assert files_beside(stored) == before and (tmp_path / "file").read_text() == "mine"
+
+
+def _other_apps_database(path):
+    connection = sqlite3.connect(path)
+    connection.execute("CREATE TABLE notes (body TEXT)")
+    connection.commit()
+    connection.close()
+
+
+NOT_STORES = {
+    "a directory": lambda path: path.mkdir(),
+    "an empty file": lambda path: path.write_bytes(b""),
+    "a text file": lambda path: path.write_text("studies: none\n"),
+    "another program's SQLite file": _other_apps_database,
+}
+
+
+@pytest.mark.parametrize("kind", list(NOT_STORES), ids=list(NOT_STORES))
+@pytest.mark.parametrize("command", [["studies"], ["front", "tiny"], ["doctor"]], ids=lambda argv: argv[0])
+def test_what_is_no_store_is_refused_by_readers(kind, command, tmp_path, capsys):
+    path = tmp_path / "s.db"
+    NOT_STORES[kind](path)
+    before = files_beside(path) if path.is_file() else {}
+    argv = [*command, str(path)] if command == ["doctor"] else [*command, "--db", str(path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("paretopress: error:") and "\n" not in err and str(path) in err
+    assert (files_beside(path) if path.is_file() else {}) == before
