@@ -122,22 +122,6 @@ def _start_and_wait(command, db, rows: int) -> subprocess.Popen:
     return process
 
 
-def test_second_run_of_a_leased_study_is_refused_then_a_dead_holders_lease_is_taken(
-        uninterrupted, tiny_model, text_files, tmp_path, capsys):
-    job = write(tmp_path / "job.yaml", job_yaml(tiny_model, text_files, **GENERATIONS))
-    db = tmp_path / "s.db"
-    holder = _start_and_wait(_command(job, db, "--executor", "local"), db, 3)
-    try:
-        assert main(["run", str(job), "--db", str(db), "--executor", "local"]) == 2
-        err = capsys.readouterr().err.strip()
-        assert f"is being run by pid {holder.pid} on " in err and "--takeover" in err and "\n" not in err
-    finally:
-        holder.send_signal(signal.SIGKILL)
-        holder.wait()
-    assert main(["run", str(job), "--db", str(db), "--executor", "local"]) == 0  # its holder is dead: taken over
-    assert snapshot(db) == ("completed", *uninterrupted[1:])
-
-
 def test_two_runs_started_at_once_on_a_new_store(uninterrupted, tiny_model, text_files, tmp_path):
     job = write(tmp_path / "job.yaml", job_yaml(tiny_model, text_files, **GENERATIONS))
     db = tmp_path / "new.db"

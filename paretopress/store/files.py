@@ -82,7 +82,7 @@ def create_store_file(path: Path, build: Callable[[Path], None]) -> None:
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
         build(partial)
-        if path.exists():  # an empty file (``touch``): ours replaces it
+        if path.exists() and path.stat().st_size == 0:  # an empty file (``touch``): ours replaces it
             os.replace(partial, path)
         else:
             with contextlib.suppress(FileExistsError):
