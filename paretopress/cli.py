@@ -26,19 +26,11 @@ def _parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run (or resume) the study a job file describes")
     run.add_argument("job", help="job file (YAML)")
-    run.add_argument("--db", default=DEFAULT_DB, help=f"SQLite store (default: {DEFAULT_DB})")
-    run.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
-    run.add_argument("--executor", choices=("ray", "local"), default="ray", help="where evaluations run")
-    run.add_argument("--takeover", action="store_true",
-                     help="take the study over from another run that holds it (one whose machine died)")
+    _study_run_arguments(run)
 
     baseline = commands.add_parser("baseline", help="run only the one-shot baselines a job file names, no search")
     baseline.add_argument("job", help="job file (YAML) with a `baselines:` list")
-    baseline.add_argument("--db", default=DEFAULT_DB, help=f"SQLite store (default: {DEFAULT_DB})")
-    baseline.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
-    baseline.add_argument("--executor", choices=("ray", "local"), default="ray", help="where evaluations run")
-    baseline.add_argument("--takeover", action="store_true",
-                     help="take the study over from another run that holds it (one whose machine died)")
+    _study_run_arguments(baseline)
 
     studies = commands.add_parser("studies", help="list the studies in a store")
     studies.add_argument("--db", default=DEFAULT_DB)
@@ -94,6 +86,15 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _study_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """What `run` and `baseline` share: both run a study, in a store, somewhere, holding its lease."""
+    parser.add_argument("--db", default=DEFAULT_DB, help=f"SQLite store (default: {DEFAULT_DB})")
+    parser.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
+    parser.add_argument("--executor", choices=("ray", "local"), default="ray", help="where evaluations run")
+    parser.add_argument("--takeover", action="store_true",
+                        help="take the study over from another run that holds it (one whose machine died)")
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     with interruptible():
@@ -114,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             cause = f" by {interrupt}" if str(interrupt) else ""
             print(f"paretopress: interrupted{cause}; run the same command again to resume", file=sys.stderr)
             return getattr(interrupt, "exit_code", 130)
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -18,10 +18,6 @@ from paretopress.kernel.errors import UserError
 DAMAGED_CODES = {11, 26}
 
 
-class StoreDamaged(UserError):
-    """The store's file cannot be read as a database: damaged pages, a truncated or overwritten file."""
-
-
 def store_path(path: str | Path) -> Path:
     """The file a ``--db`` value names: ``~`` expanded; ``#``, ``?`` and ``%`` are plain characters."""
     return Path(path).expanduser()
@@ -61,14 +57,10 @@ def _name_damage(engine: Engine, path: Path) -> None:
     def damaged(context) -> None:
         error = context.original_exception
         if getattr(error, "sqlite_errorcode", 0) & 0xFF in DAMAGED_CODES:
-            raise StoreDamaged(damage_message(path, error)) from error
+            raise UserError(f"the store {path} is damaged ({error}); `paretopress doctor {path}` says what is "
+                            f"wrong; restore it from a copy") from error
 
     event.listen(engine, "handle_error", damaged)
-
-
-def damage_message(path: Path, error: BaseException) -> str:
-    return (f"the store {path} is damaged ({error}); `paretopress doctor {path}` says what is wrong; restore it "
-            f"from a copy")
 
 
 def create_store_file(path: Path, build: Callable[[Path], None]) -> None:

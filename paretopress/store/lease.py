@@ -49,9 +49,13 @@ def take_lease(session: Session, study_id: int, name: str, takeover: bool) -> No
 
 def release_lease(session: Session, study_id: int) -> None:
     """Drop the lease if this process holds it (a run that was taken over leaves its successor's alone)."""
+    session.execute(delete(Lease).where(*_ours(study_id)))
+
+
+def _ours(study_id: int) -> tuple:
+    """The conditions of this process's lease on the study."""
     holder = Holder.this_process()
-    session.execute(delete(Lease).where(Lease.study_id == study_id, Lease.host == holder.host,
-                                        Lease.pid == holder.pid))
+    return Lease.study_id == study_id, Lease.host == holder.host, Lease.pid == holder.pid
 
 
 def _stale(row: Lease) -> bool:
@@ -83,11 +87,9 @@ class Heartbeat:
         self._thread.join()
 
     def _beat(self) -> None:
-        holder = Holder.this_process()
         while not self._stop.wait(HEARTBEAT_SECONDS):
             try:
                 with Session(self.engine) as session, session.begin():
-                    session.execute(update(Lease).where(Lease.study_id == self.study_id, Lease.host == holder.host,
-                                                        Lease.pid == holder.pid).values(heartbeat=now()))
+                    session.execute(update(Lease).where(*_ours(self.study_id)).values(heartbeat=now()))
             except Exception:  # a full disk fails the controller's own next write, with its message
                 continue
