@@ -44,7 +44,7 @@ from paretopress.run import run_job
 from paretopress.store.store import Store
 from tests.support import job_yaml, make_job, make_tiny_model, write, write_text_files
 from tests.support.cluster import Cluster
-from tests.support.faults import GENERATIONS, evaluation_count, kill_after, snapshot
+from tests.support.faults import GENERATIONS, evaluation_count, kill_after, snapshot, stop_between_transactions
 
 
 @dataclass
@@ -136,6 +136,7 @@ def concurrent_runs(runs: int, job: Path, folder: Path, reference: tuple) -> Tal
         db, injected = folder / f"concurrent{run}.db", 0
         holder = _started(_run(db, job), db, points[run])
         if holder.poll() is None:
+            stop_between_transactions(holder, db)  # so that it still holds the study when the second run starts
             second = subprocess.run(_run(db, job), capture_output=True, text=True)
             assert second.returncode == 2 and "is being run by pid" in second.stderr, second.stderr
             holder.send_signal(signal.SIGKILL)

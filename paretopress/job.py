@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from paretopress.kernel.errors import UserError
 from paretopress.kernel.registry import Registry
@@ -105,6 +105,14 @@ class JobSpec(Closed):
         """The listed baselines, plus the warm start's when its method is not listed."""
         warm, listed = self.warm_start, {b.method for b in self.baselines}
         return [*self.baselines, *([warm] if warm is not None and warm.method not in listed else [])]
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_no_id(cls, name: str) -> str:
+        """Commands take a study's name or its id: a name of digits alone would hide the study with that id."""
+        if name.isascii() and name.isdigit():
+            raise ValueError(f"{name!r} reads as a study id; give the study a name that is not only digits")
+        return name
 
     @model_validator(mode="after")
     def _samples_fit_the_pool(self) -> JobSpec:

@@ -52,6 +52,8 @@ BAD_JOBS = {
     "top_k beyond the vocabulary": ({"evaluation.top_k": 100_000}, "evaluation.top_k: 100000 is more than"),
     "sequence beyond the positions": ({"evaluation.seq_len": 512, "evaluation.calibration_samples": 4},
                                       "evaluation.seq_len: 512 is more than the 256 positions"),
+    "name that reads as a study id": ({"name": "1"}, "name: '1' reads as a study id"),
+    "file format without files": ({"data": {"path": "text"}}, "data source 'text' is a file format: name the files"),
     "unknown strategy of a space": ({"strategy": {"kind": "nsga2", "tokens": 64}, "space": {"kind": "sparsity",
                                      "sparsity": 0.5}}, "nsga2 searches depth and width spaces only"),
 }

@@ -13,8 +13,9 @@ import pytest
 from transformers import BertConfig, BertModel
 
 from paretopress.cli import main
-from tests.support import digest, job_yaml, refused, write
-from tests.support.faults import GENERATIONS, evaluation_count, snapshot
+from paretopress.store.store import Store
+from tests.support import digest, job_yaml, refused, store_files, write
+from tests.support.faults import GENERATIONS, evaluation_count, snapshot, stop_between_transactions
 
 READERS = (["studies"], ["front", "tiny"], ["front", "tiny", "--json"], ["plot", "tiny", "-o", "PLOT"])
 
@@ -122,9 +123,12 @@ def _start_and_wait(command, db, rows: int) -> subprocess.Popen:
     return process
 
 
-def test_two_runs_started_at_once_on_a_new_store(uninterrupted, tiny_model, text_files, tmp_path):
+@pytest.mark.parametrize("existing", [False, True], ids=["new store", "existing store"])
+def test_two_runs_started_at_once(existing, uninterrupted, tiny_model, text_files, tmp_path):
     job = write(tmp_path / "job.yaml", job_yaml(tiny_model, text_files, **GENERATIONS))
-    db = tmp_path / "new.db"
+    db = tmp_path / "s.db"
+    if existing:
+        Store(db).close()
     runs = [subprocess.Popen(_command(job, db, "--executor", "local"), stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
     results = [(run.wait(), run.stderr.read()) for run in runs]
@@ -165,11 +169,15 @@ def test_signals_mid_search_leave_an_interrupted_study_that_resumes(signals, exe
     (["export", "tiny", "--candidate", "²", "--out", "OUT"], "--candidate must be a candidate id or 'best'"),
     (["export", "tiny", "--candidate", "best", "--out", "FILE"], "exists and is not empty"),
     (["plot", "tiny", "-o", "DIR"], "Is a directory"),
-], ids=["study id ²", "candidate id ²", "export over a file", "plot into a directory"])
+    (["plot", "tiny", "-o", "INFILE"], "file is not a directory"),
+    (["export", "tiny", "--candidate", "best", "--out", "INFILE"], "Not a directory"),
+], ids=["study id ²", "candidate id ²", "export over a file", "plot into a directory", "plot into a file's folder",
+        "export into a file's folder"])
 def test_reader_mistakes_are_one_line(argv, message, stored, tmp_path, capsys):
     (tmp_path / "file").write_text("mine")
     (tmp_path / "dir.png").mkdir()
-    places = {"OUT": tmp_path / "out", "FILE": tmp_path / "file", "DIR": tmp_path / "dir.png"}
+    places = {"OUT": tmp_path / "out", "FILE": tmp_path / "file", "DIR": tmp_path / "dir.png",
+              "INFILE": tmp_path / "file" / "p.png"}
     before = files_beside(stored)
     assert main([*(str(places.get(arg, arg)) for arg in argv), "--db", str(stored)]) == 2
     err = capsys.readouterr().err.strip()
@@ -203,3 +211,32 @@ def test_what_is_no_store_is_refused_by_readers(kind, command, tmp_path, capsys)
     err = capsys.readouterr().err.strip()
     assert err.startswith("paretopress: error:") and "\n" not in err and str(path) in err
     assert (files_beside(path) if path.is_file() else {}) == before
+
+
+def test_a_live_holder_refuses_a_second_run_and_a_killed_one_is_taken_over(uninterrupted, tiny_model, text_files,
+                                                                           tmp_path):
+    job = write(tmp_path / "job.yaml", job_yaml(tiny_model, text_files, **GENERATIONS))
+    db = tmp_path / "s.db"
+    holder = _start_and_wait(_command(job, db, "--executor", "local"), db, rows=5)
+    stop_between_transactions(holder, db)
+    second = subprocess.run(_command(job, db, "--executor", "local"), capture_output=True, text=True)
+    assert second.returncode == 2
+    assert second.stderr.strip().splitlines()[-1].startswith(
+        f"paretopress: error: study 'tiny' is being run by pid {holder.pid} on ")
+    holder.kill()  # SIGKILL reaches a stopped process; wait() reaps it, so its pid is gone
+    holder.wait()
+    assert subprocess.run(_command(job, db, "--executor", "local"), capture_output=True).returncode == 0
+    assert snapshot(db) == ("completed", *uninterrupted[1:])
+
+
+@pytest.mark.parametrize("where", ["a file", "inside a file"])
+def test_a_cache_that_cannot_be_used_is_one_line(where, stored, tiny_model, text_files, tmp_path, monkeypatch,
+                                                  capsys):
+    (tmp_path / "file").write_text("mine")
+    monkeypatch.setenv("PARETOPRESS_CACHE", str(tmp_path / "file" / ("" if where == "a file" else "cache")))
+    before = store_files(stored)
+    job = write(tmp_path / "job.yaml", job_yaml(tiny_model, text_files, name="other"))
+    assert main(["run", str(job), "--db", str(stored), "--executor", "local"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("paretopress: error: cannot use the cache folder") and "PARETOPRESS_CACHE" in err
+    assert "\n" not in err and store_files(stored) == before

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import datasets
 import mwparserfromhell
 import torch
+from datasets.packaged_modules import _PACKAGED_DATASETS_MODULES
 from mwparserfromhell.nodes import Node, Tag, Wikilink
 
 from paretopress.inputs.cache import cache_dir
@@ -142,6 +143,9 @@ def _describe(source: str | dict) -> str:
 def _dataset_texts(source: dict) -> list[str]:
     """The text column of one split of a `datasets` source; every failure to load it is the user's to fix."""
     args = dict(source)
+    if args.get("path") in _PACKAGED_DATASETS_MODULES and not (args.get("data_files") or args.get("data_dir")):
+        # datasets would read every file of the current folder as this format
+        raise UserError(f"data source {_describe(source)} is a file format: name the files with data_files")
     text_field = args.pop("text_field", "text")
     split = args.pop("split", "train")
     datasets.disable_progress_bars()  # stderr holds our progress line and one-line errors, nothing else

@@ -47,7 +47,8 @@ def renderer(path: str | Path) -> str:
     if suffix not in (*STATIC, HTML):
         raise UserError(f"cannot write {path.name!r}: the file name must end in {', '.join(STATIC)} or {HTML}")
     if not path.parent.is_dir():
-        raise UserError(f"cannot write {path}: directory {path.parent} does not exist")
+        state = "is not a directory" if path.parent.exists() else "does not exist"
+        raise UserError(f"cannot write {path}: {path.parent} {state}")
     return "plotly" if suffix == HTML else "matplotlib"
 
 

@@ -101,7 +101,8 @@ def check_writable(path: Path) -> None:
         raise UserError(f"store path {path} is a directory; give a file name such as {path / 'paretopress.db'}")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
-        raise UserError(f"cannot create the store {path}: directory {parent} does not exist")
+        state = "is not a directory" if parent.exists() else "does not exist"
+        raise UserError(f"cannot create the store {path}: {parent} {state}")
     target = path if path.exists() else parent
     if not os.access(target, os.W_OK):
         raise UserError(f"cannot write the store {path}: permission denied")

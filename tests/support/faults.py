@@ -51,3 +51,20 @@ def snapshot(db) -> tuple:
                              for e in store.evaluations(study.id))
         front = [{**row, "candidate": genome[row["candidate"]]} for row in study_front(store, study.id)]
         return study.status, candidates, evaluations, front
+
+
+def stop_between_transactions(process: subprocess.Popen, db) -> None:
+    """SIGSTOP the run at a moment it holds no SQLite write lock: a holder stopped inside a transaction would make
+    every other run wait on SQLite's lock rather than meet the lease."""
+    while True:
+        process.send_signal(signal.SIGSTOP)
+        probe = sqlite3.connect(db, timeout=0)
+        try:
+            probe.execute("BEGIN IMMEDIATE")
+            probe.rollback()
+            return
+        except sqlite3.OperationalError:  # stopped mid-write: let it finish the transaction and try again
+            process.send_signal(signal.SIGCONT)
+            time.sleep(0.005)
+        finally:
+            probe.close()
