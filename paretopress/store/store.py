@@ -9,13 +9,15 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import create_engine, event, select
 from sqlalchemy.orm import Session
 
 from paretopress.kernel.errors import UserError
+from paretopress.signals import deferred
 from paretopress.spaces.genome import Genome
 from paretopress.store.files import (
     check_writable,
@@ -117,13 +119,20 @@ class Store:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    @contextmanager
+    def _writing(self) -> Iterator[Session]:
+        """One write transaction, which a signal cannot cut in half: a lock left held would keep the run from
+        marking its study interrupted."""
+        with deferred(), Session(self.engine) as session, session.begin():
+            yield session
+
     # -- studies ---------------------------------------------------------------------------------------------------
 
     def open_study(self, name: str, spec: dict, seed: int, space: dict, takeover: bool = False) -> tuple[int, bool]:
         """Create the study, or resume it when the stored spec is identical, and take its lease, all in one
         transaction (a refusal writes nothing); returns (study id, resumed)."""
         digest = spec_hash(spec)
-        with Session(self.engine) as session, session.begin():
+        with self._writing() as session:
             study = session.scalar(select(Study).where(Study.name == name))
             if study is None:
                 study = Study(name=name, spec=spec, spec_hash=digest, seed=seed, space=space)
@@ -142,7 +151,7 @@ class Store:
 
     def set_status(self, study_id: int, status: str) -> None:
         """The study's final status, and its lease given up, in one transaction."""
-        with Session(self.engine) as session, session.begin():
+        with self._writing() as session:
             session.get(Study, study_id).status = status
             release_lease(session, study_id)
 
@@ -198,7 +207,7 @@ class Store:
     ) -> int:
         """Write one evaluation (and its candidate, if new) in a single transaction; returns the candidate id."""
         key = sample_key(samples)
-        with Session(self.engine) as session, session.begin():
+        with self._writing() as session:
             candidate = self._candidate(session, study_id, genome, origin, parent, generation)
             existing = set(
                 session.scalars(
@@ -269,7 +278,7 @@ class Store:
     def record_hypervolume(self, study_id: int, generation: int, value: float, objectives: list[str],
                            reference: list[float]) -> None:
         """Idempotent: a resumed study replays its generations and finds them recorded."""
-        with Session(self.engine) as session, session.begin():
+        with self._writing() as session:
             found = session.scalar(select(Hypervolume).where(Hypervolume.study_id == study_id,
                                                              Hypervolume.generation == generation))
             if found is None:
@@ -286,7 +295,7 @@ class Store:
     def record_baseline(self, study_id: int, method: str, settings: dict, genomes: dict[str, Genome], seconds: float,
                         passes: int) -> None:
         """The genomes of one baseline run (label -> genome) as candidates, with the run's cost, in one transaction."""
-        with Session(self.engine) as session, session.begin():
+        with self._writing() as session:
             for label, genome in genomes.items():
                 candidate = self._candidate(session, study_id, genome, label, None, None)
                 session.add(BaselineRun(study_id=study_id, method=method, settings=settings,
@@ -324,7 +333,7 @@ class Store:
     def record_latencies(self, device: str, dtype: str, batch: int, seq: int,
                          seconds: dict[tuple[str, int], float], repeats: int) -> None:
         """Write measured times in one transaction; a new measurement of a row replaces the old one."""
-        with Session(self.engine) as session, session.begin():
+        with self._writing() as session:
             for (module, level), value in seconds.items():
                 row = session.scalar(select(Latency).where(
                     Latency.device == device, Latency.dtype == dtype, Latency.batch == batch, Latency.seq == seq,
