@@ -7,15 +7,17 @@ writing the same file (SQLite WAL: readers never block the writer).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
 from sqlalchemy import inspect
 
-from paretopress.evaluators.samples import CALIBRATION, HELDOUT
+from paretopress.evaluators.samples import CALIBRATION, CONFIRMATION, HELDOUT
 from paretopress.kernel.errors import UserError
 from paretopress.report.front import model_front, study_front
 from paretopress.report.plots import plot_front, plot_genome, plot_hypervolume
+from paretopress.report.tokens import study_tokens
 from paretopress.spaces.genome import Genome
 from paretopress.spaces.specs import budget_text
 from paretopress.store.store import Store
@@ -23,7 +25,7 @@ from paretopress.store.store import Store
 __all__ = ["StoreView", "open_store", "plot_front", "plot_genome", "plot_hypervolume"]
 
 STUDY_COLUMNS = ["id", "name", "status", "model", "space", "granularity", "budget", "strategy", "candidates",
-                 "created", "updated"]
+                 "tokens", "created", "updated"]
 CANDIDATE_COLUMNS = ["candidate", "origin", "generation", "parent", "genome", "compressed"]
 HYPERVOLUME_COLUMNS = ["study", "generation", "hypervolume", "objectives", "reference"]
 BASELINE_COLUMNS = ["method", "label", "candidate", "seconds", "passes", "settings"]
@@ -57,14 +59,20 @@ class StoreView:
         rows = [
             [s.id, s.name, s.status, s.spec["model"], s.spec["space"]["kind"], s.spec["space"].get("granularity"),
              budget_text(s.spec["space"]), s.spec["strategy"].get("kind"), len(self.store.candidates(s.id)),
-             s.created_at, s.updated_at]
+             study_tokens(self.store, s).total, s.created_at, s.updated_at]
             for s in self.store.studies()
         ]
         return pd.DataFrame(rows, columns=STUDY_COLUMNS)
 
+    def tokens(self, study: str | int) -> dict[str, int]:
+        """Tokens the study forwarded: by candidates, by baselines, by the teacher, and in total."""
+        tokens = study_tokens(self.store, self.store.study(study))
+        return {**asdict(tokens), "total": tokens.total}
+
     def candidates(self, study: str | int) -> pd.DataFrame:
-        """One row per candidate: its genome, its held-out values (``kl``, ``ppl``, ``params``, ...) and its
-        calibration values at the highest fidelity it reached (``calib_kl``, ``calib_tokens``).
+        """One row per candidate: its genome, its held-out values (``kl``, ``ppl``, ``params``, ...), those on
+        ``evaluation.heldout_data``'s text where the job has one (``confirmation_kl``, ...) and its calibration values
+        at the highest fidelity it reached (``calib_kl``, ``calib_tokens``).
 
         Where one fidelity was measured on several sample sets (a fresh minibatch per selection step), the latest
         counts; values a candidate lacks are NaN.
@@ -75,6 +83,8 @@ class StoreView:
         for e in self.store.evaluations(study_id):
             if e.pool == HELDOUT:
                 heldout.setdefault(e.candidate_id, {})[e.evaluator] = e.value
+            elif e.pool == CONFIRMATION:
+                heldout.setdefault(e.candidate_id, {})[f"{CONFIRMATION}_{e.evaluator}"] = e.value
             elif e.pool == CALIBRATION:
                 tokens, values = calibration.get(e.candidate_id, (-1, {}))
                 if e.tokens > tokens:

@@ -11,14 +11,17 @@ import time
 from typing import TYPE_CHECKING, TextIO
 
 from paretopress.api import open_store, plot_front
+from paretopress.evaluators.samples import CALIBRATION
 from paretopress.job import load_job
 from paretopress.kernel.errors import UserError
 from paretopress.report.front import study_front
 from paretopress.report.plots import renderer
+from paretopress.report.tokens import baseline_tokens, study_tokens
 from paretopress.spaces.specs import budget_text
 from paretopress.store.store import Store
 
 if TYPE_CHECKING:
+    from paretopress.run import Outcome
     from paretopress.search.controller import Progress
 
 
@@ -73,6 +76,9 @@ def run(args: argparse.Namespace) -> int:
     verb = "resumed" if outcome.resumed else "ran"
     print(f"{verb} study {outcome.name!r} in {time.perf_counter() - start:.0f} s: {outcome.evaluated} evaluations run, "
           f"{outcome.reused} answered from the store")
+    _outcome_table(outcome, args.db)
+    for label, noise in outcome.noise.items():
+        print(f"search noise{f' at {label}' if label else ''}: {noise}")
     print(f"held-out perplexity: dense {dense['ppl']:.3f} ({int(dense['params']):,} params), "
           f"found {found['ppl']:.3f} ({int(found['params']):,} params, KL {found['kl']:.4f}), candidate {best_id}")
     print(f"store: {args.db}   front: paretopress front {outcome.name} --db {args.db}")
@@ -91,23 +97,43 @@ def baseline(args: argparse.Namespace) -> int:
         raise UserError(f"job file {args.job} names no baselines; add e.g. `baselines: [{{method: shortgpt}}]`")
     outcome = run_job(job, args.db, address=args.address, executor=args.executor, search=False,
                      takeover=args.takeover)
-    with Store(args.db, readonly=True) as store:
-        runs = {run.label: run for run in store.baseline_runs(outcome.study_id)}
-    rows = []
-    for label, values in outcome.metrics.items():
-        run = runs.get(label)
-        cost = (f"{run.seconds:.1f}", run.passes) if run else ("", "")
-        rows.append((label, f"{int(values['params']):,}", f"{values['kl']:.4f}", f"{values['ppl']:.3f}", *cost))
-    _table(("genome", "params", "held-out kl", "held-out ppl", "seconds", "passes"), rows)
+    _outcome_table(outcome, args.db)
     print(f"store: {args.db}   front: paretopress front {outcome.name} --db {args.db}")
     return 0
 
 
+def _outcome_table(outcome: Outcome, db: str) -> None:
+    """Every genome the study confirmed on held-out data, dense and baselines included, with what each cost: a
+    baseline its own passes, a searched genome the search's calibration tokens (screening included)."""
+    from paretopress.run import DENSE
+
+    with Store(db, readonly=True) as store:
+        study = store.study(outcome.study_id)
+        runs = {run.label: run for run in store.baseline_runs(study.id)}
+        searched = sum(e.tokens for e in store.evaluations(study.id, CALIBRATION))
+        tokens = study_tokens(store, study)
+    seq_len = study.spec["evaluation"]["seq_len"]
+    rows = []
+    for label, values in outcome.metrics.items():
+        run = runs.get(label)
+        if run is not None:
+            cost = (f"{baseline_tokens(run, seq_len):,}", f"{run.seconds:.1f}", run.passes)
+        else:
+            cost = ("" if label == DENSE or label in outcome.baselines else f"{searched:,}", "", "")
+        other = outcome.confirmed.get(label)
+        confirmed = () if other is None else (f"{other['kl']:.4f}", f"{other['ppl']:.3f}")
+        rows.append((label, f"{int(values['params']):,}", f"{values['kl']:.4f}", f"{values['ppl']:.3f}", *confirmed,
+                     *cost))
+    extra = ("heldout_data kl", "heldout_data ppl") if outcome.confirmed else ()
+    _table(("genome", "params", "held-out kl", "held-out ppl", *extra, "tokens", "seconds", "passes"), rows)
+    print(f"study {study.name!r}: {tokens}")
+
+
 def studies(args: argparse.Namespace) -> int:
     with Store(args.db, readonly=True) as store:
-        rows = [(s.id, s.name, s.status, s.spec["model"], _space(s.spec["space"]), len(store.candidates(s.id)))
-                for s in store.studies()]
-    _table(("id", "name", "status", "model", "space", "candidates"), rows)
+        rows = [(s.id, s.name, s.status, s.spec["model"], _space(s.spec["space"]), len(store.candidates(s.id)),
+                 f"{study_tokens(store, s).total:,}") for s in store.studies()]
+    _table(("id", "name", "status", "model", "space", "candidates", "tokens"), rows)
     return 0
 
 
@@ -122,6 +148,7 @@ def front(args: argparse.Namespace) -> int:
     with Store(args.db, readonly=True) as store:
         study = store.study(args.study)
         rows = study_front(store, study.id)
+        tokens = study_tokens(store, study)
     if args.csv:
         fields = list(dict.fromkeys(key for row in rows for key in row)) or ["candidate", "origin", "generation"]
         writer = csv.DictWriter(sys.stdout, fields, lineterminator="\n")
@@ -136,6 +163,7 @@ def front(args: argparse.Namespace) -> int:
         [(r["candidate"], r["origin"], "" if r["generation"] is None else r["generation"], f"{int(r['params']):,}",
           f"{r['kl']:.4f}", f"{r.get('ppl', float('nan')):.3f}") for r in rows],
     )
+    print(f"study {study.name!r}: {tokens}")
     return 0
 
 

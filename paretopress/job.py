@@ -53,6 +53,13 @@ class EvaluationSpec(Closed):
     top_k: int = Field(128, ge=1)
     tail_samples: int | None = Field(None, ge=1)  # estimate the search's KL from this many vocabulary entries
     dtype: Literal["float32", "bfloat16"] = "float32"  # the candidates' arithmetic on the workers
+    # Text of another domain (any data source `data` accepts) that confirms the final genomes, at its own length
+    heldout_data: str | dict[str, Any] | None = None
+    heldout_seq_len: int | None = Field(None, ge=8)  # default: seq_len
+
+    @property
+    def confirmation_seq_len(self) -> int:
+        return self.heldout_seq_len or self.seq_len
 
 
 class RunSpec(Closed):
@@ -86,25 +93,21 @@ class JobSpec(Closed):
             if baseline.samples > self.evaluation.calibration_samples:
                 raise ValueError(f"baselines.{index}.samples: {baseline.samples} is more than "
                                  f"evaluation.calibration_samples ({self.evaluation.calibration_samples})")
-        if self.warm_start is not None and (problem := self.warm_start.problem_with(self.space)):
-            raise ValueError(f"strategy.warm_start: {problem}")
         return self
 
     @property
-    def warm_start(self) -> BaselineSpec | None:
-        """The baseline the search starts from: named by method (its listed settings, else its defaults), or given
-        with its settings (as a stored study records it)."""
-        start = self.strategy.start_baseline()
-        if not isinstance(start, str):
-            return start
+    def start_baselines(self) -> list[BaselineSpec]:
+        """The baselines the search starts from (a warm start, or the seeds it screens): each named by method (its
+        listed settings, else its defaults), or given with its settings (as a stored study records them)."""
         listed = {b.method: b for b in self.baselines}
-        return listed.get(start) or BASELINES[start]()
+        return [listed.get(start) or BASELINES[start]() if isinstance(start, str) else start
+                for start in self.strategy.start_baselines(self.space)]
 
     @property
     def all_baselines(self) -> list[BaselineSpec]:
-        """The listed baselines, plus the warm start's when its method is not listed."""
-        warm, listed = self.warm_start, {b.method for b in self.baselines}
-        return [*self.baselines, *([warm] if warm is not None and warm.method not in listed else [])]
+        """The listed baselines, plus the start baselines whose methods are not listed."""
+        listed = {b.method for b in self.baselines}
+        return [*self.baselines, *(b for b in self.start_baselines if b.method not in listed)]
 
     @field_validator("name")
     @classmethod
@@ -135,17 +138,15 @@ class JobSpec(Closed):
     def study_spec(self) -> dict:
         """What identifies the study: everything but its name, the run settings and the baselines.
 
-        Baselines only add candidates, so a study may gain some later; a warm start changes the search, so the
-        settings of the baseline it starts from are part of the study (and an unset warm start leaves no key, as in
-        studies stored before warm starts existed).
+        Baselines only add candidates, so a study may gain some later; the baselines a search starts from change
+        the search, so the strategy records their settings (``StrategySpec.identity``).
         """
         spec = self.model_dump(mode="json", exclude={"name", "run", "baselines"})
-        for key, default in (("tail_samples", None), ("dtype", "float32")):  # as in studies stored before they existed
+        legacy = (("tail_samples", None), ("dtype", "float32"), ("heldout_data", None), ("heldout_seq_len", None))
+        for key, default in legacy:  # as in studies stored before they existed
             if spec["evaluation"][key] == default:
                 del spec["evaluation"][key]
-        spec["strategy"].pop("warm_start", None)
-        if self.warm_start is not None:
-            spec["strategy"]["warm_start"] = self.warm_start.settings()
+        spec["strategy"] = self.strategy.identity(self.start_baselines)
         return spec
 
     @classmethod
@@ -236,6 +237,8 @@ def load_job(path: str | Path) -> JobSpec:
         raise UserError(f"job file {path} must be a mapping of settings, not {type(raw).__name__}")
     raw.setdefault("name", path.stem)
     raw["data"] = _resolve_data_files(raw.get("data", "wiki-sample"), path.parent)
+    if isinstance(evaluation := raw.get("evaluation"), dict) and "heldout_data" in evaluation:
+        raw["evaluation"] = {**evaluation, "heldout_data": _resolve_data_files(evaluation["heldout_data"], path.parent)}
     try:
         return JobSpec.model_validate(raw)
     except ValidationError as error:

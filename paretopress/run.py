@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -11,7 +11,7 @@ from torch import nn
 
 from paretopress.cluster import connect_ray
 from paretopress.evaluators.forward import head_problem
-from paretopress.evaluators.samples import CALIBRATION, SampleSet
+from paretopress.evaluators.samples import CALIBRATION, CONFIRMATION, SampleSet
 from paretopress.inputs.data import Documents, load_documents
 from paretopress.inputs.levels import attach_database
 from paretopress.inputs.models import load_model
@@ -23,6 +23,7 @@ from paretopress.search.baselines.runs import run_baselines
 from paretopress.search.controller import Controller, Progress
 from paretopress.search.executor import Executor, LocalExecutor, RayExecutor
 from paretopress.search.strategies import SearchSetting
+from paretopress.search.strategies.base import Noise
 from paretopress.spaces.base import Space
 from paretopress.spaces.budget import TimeTable
 from paretopress.spaces.database import LevelSource
@@ -34,6 +35,7 @@ from paretopress.store.lease import Heartbeat
 from paretopress.store.store import Store, check_schema
 
 DENSE = "dense"
+Metrics = dict[str, dict[str, float]]  # label -> evaluator -> value
 
 
 class JobInputs:
@@ -75,11 +77,13 @@ class Outcome:
     resumed: bool
     genomes: dict[str, Genome]
     metrics: dict[str, dict[str, float]]
+    confirmed: dict[str, dict[str, float]]  # the same genomes on evaluation.heldout_data's text (empty without it)
     costs: dict[str, dict[str, float]]  # the space's exact costs of each genome (params, sparsity, bits, ...)
     candidates: dict[str, int]  # label -> the genome's candidate id in the store
     evaluated: int
     reused: int
     baselines: frozenset[str] = frozenset()  # labels of the baselines' genomes
+    noise: dict[str, Noise] = field(default_factory=dict)  # the search's fitness noise, by budget label
 
     @property
     def best(self) -> str:
@@ -113,6 +117,8 @@ def run_job(
     # Data first: its errors come fast, and in a job submitted to a Ray cluster `datasets` failed with
     # "[Errno 2] No such file or directory" when it loaded after ray.init (tests/test_cluster.py).
     documents = load_documents(job.data, heldout_fraction=job.evaluation.heldout_fraction)
+    other = job.evaluation.heldout_data
+    confirmation = None if other is None else load_documents(other, job.evaluation.heldout_fraction)
     if executor == "ray":
         connect_ray(address)  # an unreachable cluster fails here, before minutes of model loading
     elif address:
@@ -122,7 +128,7 @@ def run_job(
     if job.evaluation.tail_samples is not None and (problem := head_problem(model)):
         raise UserError(f"evaluation.tail_samples: {job.model} cannot be estimated that way: {problem}")
     space = build_space(job, model, documents)
-    pools = prepare_pools(model, job.model, documents, job.evaluation, job.run.batch_size)
+    pools = prepare_pools(model, job.model, documents, job.evaluation, job.run.batch_size, confirmation)
     with Store(db_path) as store:
         space = job.space.budgeted(space, JobInputs(job, model, documents, store))  # speedups: the latency table
         study_id, resumed = store.open_study(job.name, job.study_spec(), job.seed, space.describe(), takeover)
@@ -131,17 +137,17 @@ def run_job(
                 baselines = run_baselines(job.all_baselines, job.space.budget_spaces(space), store, study_id, model,
                                           pools[CALIBRATION].tokens, job.run.batch_size)
                 del model  # the workers load their own copy
-                genomes, metrics, controller = _search(job, store, study_id, space, pools, baselines, search,
-                                                       executor, on_progress, wrap_executor)
+                genomes, metrics, confirmed, controller, noise = _search(
+                    job, store, study_id, space, pools, baselines, search, executor, on_progress, wrap_executor)
             except BaseException as error:
                 store.set_status(study_id, "interrupted" if isinstance(error, KeyboardInterrupt) else "failed")
                 raise
             store.set_status(study_id, "completed")
-        return Outcome(study_id, job.name, resumed, genomes, metrics,
+        return Outcome(study_id, job.name, resumed, genomes, metrics, confirmed,
                        costs={label: space.cost(genome) for label, genome in genomes.items()},
                        candidates={label: store.candidate_id(study_id, genome) for label, genome in genomes.items()},
                        evaluated=controller.evaluated, reused=controller.reused,
-                       baselines=frozenset(label for run in baselines.values() for label in run))
+                       baselines=frozenset(label for run in baselines.values() for label in run), noise=noise)
 
 
 def check_fits(job: JobSpec, config) -> None:
@@ -150,15 +156,15 @@ def check_fits(job: JobSpec, config) -> None:
     if job.evaluation.top_k > vocabulary:
         raise UserError(f"evaluation.top_k: {job.evaluation.top_k} is more than {job.model}'s {vocabulary:,} tokens")
     positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
-    if positions is not None and job.evaluation.seq_len > positions:
-        raise UserError(f"evaluation.seq_len: {job.evaluation.seq_len} is more than the {positions:,} positions "
-                        f"{job.model} has")
+    for name, length in (("seq_len", job.evaluation.seq_len), ("heldout_seq_len", job.evaluation.heldout_seq_len)):
+        if positions is not None and length is not None and length > positions:
+            raise UserError(f"evaluation.{name}: {length} is more than the {positions:,} positions {job.model} has")
 
 
 def _search(job: JobSpec, store: Store, study_id: int, space: Space, pools: dict[str, SampleSet],
             baselines: dict[str, dict[str, Genome]], search: bool, executor: str,
             on_progress: Callable[[Progress], None], wrap_executor: Callable[[Executor], Executor]
-            ) -> tuple[dict[str, Genome], dict[str, dict[str, float]], Controller]:
+            ) -> tuple[dict[str, Genome], Metrics, Metrics, Controller, dict[str, Noise]]:
     worker_args = dict(load=partial(load_model, job.model), space=space, pools=pools, batch_size=job.run.batch_size,
                        tail_samples=job.evaluation.tail_samples, dtype=job.evaluation.dtype)
     if executor == "ray":
@@ -166,17 +172,22 @@ def _search(job: JobSpec, store: Store, study_id: int, space: Space, pools: dict
     else:
         pool = LocalExecutor(threads=job.run.threads_per_worker, **worker_args)
     try:
-        controller = Controller(store, study_id, wrap_executor(pool), job.evaluation.seq_len, space,
+        seq_lens = {name: samples.tokens.shape[1] for name, samples in pools.items()}
+        controller = Controller(store, study_id, wrap_executor(pool), seq_lens, space,
                                 job.front.reference_kl)
         genomes = {DENSE: space.dense(), **{label: g for run in baselines.values() for label, g in run.items()}}
+        noise = {}
         if search:
-            warm = job.warm_start
             setting = SearchSetting(job.seed, job.evaluation.seq_len, job.evaluation.calibration_samples)
-            strategy = job.strategy.build(space, job.space, setting,
-                                          list(baselines[warm.method].values()) if warm else None)
+            by_baseline = [list(baselines[start.method].values()) for start in job.start_baselines]
+            starts = [list(per_budget) for per_budget in zip(*by_baseline, strict=True)] if by_baseline else None
+            strategy = job.strategy.build(space, job.space, setting, starts)
             controller.drive(strategy, on_progress, job.strategy.generations)
             genomes.update(strategy.final())
+            noise = strategy.noise()
         metrics = controller.report(genomes, job.evaluation.heldout_samples)
+        confirmed = {} if CONFIRMATION not in pools else controller.report(genomes, job.evaluation.heldout_samples,
+                                                                           CONFIRMATION)
     finally:
         pool.close()
-    return genomes, metrics, controller
+    return genomes, metrics, confirmed, controller, noise

@@ -34,12 +34,12 @@ class Progress:
 
 
 class Controller:
-    def __init__(self, store: Ledger, study_id: int, executor: Executor, seq_len: int, space: Space,
+    def __init__(self, store: Ledger, study_id: int, executor: Executor, seq_lens: dict[str, int], space: Space,
                  reference_kl: float) -> None:
         self.store = store
         self.study_id = study_id
         self.executor = executor
-        self.seq_len = seq_len
+        self.seq_lens = seq_lens  # tokens per sample of each pool (a confirmation pool may be longer)
         self.space = space
         self.reference_kl = reference_kl
         self.evaluated = 0
@@ -60,7 +60,8 @@ class Controller:
             trial = trials[to_run[j]]
             self.store.record(
                 self.study_id, trial.genome, trial.origin, trial.parent, trial.generation, trial.pool,
-                trial.samples, len(trial.samples) * self.seq_len, result.values, result.seconds, result.worker,
+                trial.samples, len(trial.samples) * self.seq_lens[trial.pool], result.values, result.seconds,
+                result.worker,
             )
             self.evaluated += 1
             values[to_run[j]] = result.values
@@ -91,8 +92,10 @@ class Controller:
         points = [(kl, self.space.cost(genome)["params"] / dense_params) for genome, kl in front]
         return hypervolume_2d(points, (self.reference_kl, 1.0))
 
-    def report(self, genomes: dict[str, Genome], heldout_samples: int) -> dict[str, dict[str, float]]:
-        """Held-out KL, perplexity and parameter count of the named genomes (origin -> genome)."""
+    def report(self, genomes: dict[str, Genome], heldout_samples: int, pool: str = HELDOUT
+               ) -> dict[str, dict[str, float]]:
+        """Held-out KL, perplexity and parameter count of the named genomes (origin -> genome), on the first
+        ``heldout_samples`` of ``pool``."""
         samples = tuple(range(heldout_samples))
-        trials = [Trial(g, HELDOUT, samples, REPORT_EVALUATORS, origin) for origin, g in genomes.items()]
+        trials = [Trial(g, pool, samples, REPORT_EVALUATORS, origin) for origin, g in genomes.items()]
         return dict(zip(genomes, self.resolve(trials), strict=True))

@@ -19,7 +19,7 @@ from paretopress.search.baselines.linear import layer_sparsity, outlier_ratio
 from paretopress.search.baselines.spdy import knapsack, solve
 from paretopress.spaces.depth import DepthSpace
 from paretopress.store.store import Store
-from tests.support import QUANT, SPARSITY, baseline, job_yaml, refused, write
+from tests.support import QUANT, SPARSITY, baseline, job_yaml, make_job, refused, synthetic_documents, write
 
 
 @pytest.fixture(scope="module")
@@ -206,7 +206,8 @@ def test_baselines_alone_from_the_cli(tiny_model, text_files, tmp_path, capsys):
     assert "owl" in table and "uniform" in table and "dense" in table
     with open_store(db) as view:
         frame = view.baselines("tiny")
-    assert sorted(frame["method"]) == ["owl", "uniform"] and (frame["passes"] == [0, 1]).all()
+    assert sorted(frame["method"]) == ["owl", "spdy", "uniform"]  # spdy: a cheap baseline the search seeds with
+    assert (frame.set_index("method")["passes"][["uniform", "owl"]] == [0, 1]).all()
     assert frame["kl"].notna().all() and frame["seconds"].ge(0).all()
     with Store(db, readonly=True) as store:
         study = store.study("tiny")
@@ -214,7 +215,72 @@ def test_baselines_alone_from_the_cli(tiny_model, text_files, tmp_path, capsys):
 
 
 def test_baseline_command_needs_baselines(tiny_model, text_files, tmp_path, capsys):
-    job = write(tmp_path / "job.yaml", job_yaml(tiny_model, text_files))
+    job = write(tmp_path / "job.yaml", job_yaml(tiny_model, text_files, **{"strategy.seeds": None}))
     assert main(["baseline", str(job), "--db", str(tmp_path / "s.db")]) == 2
     assert "names no baselines" in capsys.readouterr().err
     assert not (tmp_path / "s.db").exists()
+
+
+def test_a_search_starts_from_the_best_of_its_seeds(tiny_model, text_files, tmp_path):
+    """By default EvoPress screens the space's cheap baselines and random genomes; the winner of the last screening
+    stage is the first parent, and the seeds' settings are part of the study."""
+    db = tmp_path / "s.db"
+    run_job(make_job(tiny_model, text_files, **{"strategy.seeds": {"random": 3}}), db, executor="local")
+    with Store(db, readonly=True) as store:
+        study = store.study("tiny")
+        assert [b["method"] for b in study.spec["strategy"]["seeds"]["baselines"]] == ["shortgpt", "angular", "spdy"]
+        candidates = {c.id: c for c in store.candidates(study.id)}
+        seeds = [e for e in store.evaluations(study.id) if candidates[e.candidate_id].generation is None
+                 and e.pool == "calibration"]
+        last = max(len(e.samples) for e in seeds)
+        screened = min((e for e in seeds if len(e.samples) == last), key=lambda e: e.id).sample_key
+        finalists = {candidates[e.candidate_id].genome: e.value for e in seeds if e.sample_key == screened}
+        first = next(c for c in candidates.values() if c.generation == 0)
+    starts = {c.genome for c in candidates.values() if c.origin in ("shortgpt", "angular", "spdy")}
+    assert starts and starts <= set(finalists)  # every baseline's genome meets the random survivors at the end
+    assert len(finalists) == len(starts) + 2  # the first stage keeps 2 of the 3 random genomes
+    parent = next(c.genome for c in candidates.values() if c.id == first.parent_id)
+    assert parent == min(finalists, key=finalists.get)
+
+
+def test_every_study_counts_the_tokens_it_forwarded(tiny_model, text_files, tmp_path, capsys):
+    db = tmp_path / "s.db"
+    assert main(["run", str(write(tmp_path / "job.yaml", job_yaml(tiny_model, text_files))), "--db", str(db),
+                 "--executor", "local"]) == 0
+    run_output = capsys.readouterr().out
+    with Store(db, readonly=True) as store:
+        study = store.study("tiny")
+        evaluations = store.evaluations(study.id)
+        runs = {r.method: r for r in store.baseline_runs(study.id)}
+    assert set(runs) == {"shortgpt", "angular", "spdy"}  # the cheap depth baselines the search seeds with
+    with open_store(db) as view:
+        tokens = view.tokens("tiny")
+        assert view.studies()["tokens"].tolist() == [tokens["total"]]
+    assert tokens["candidates"] == sum(len(e.samples) * 32 for e in evaluations)
+    assert tokens["baselines"] == sum(r.passes * r.settings["samples"] * 32 for r in runs.values()) > 0
+    assert tokens["teacher"] == (8 + 4) * 32
+    assert tokens["total"] == tokens["candidates"] + tokens["baselines"] + tokens["teacher"]
+    assert f"{tokens['total']:,} tokens forwarded" in run_output and "spdy" in run_output
+    assert main(["front", "tiny", "--db", str(db)]) == 0
+    assert f"{tokens['total']:,} tokens forwarded" in capsys.readouterr().out
+
+
+def test_final_genomes_are_confirmed_on_another_text_at_another_length(tiny_model, text_files, tmp_path, capsys):
+    other = tmp_path / "other.jsonl"
+    other.write_text("".join(json.dumps({"body": doc}) + "\n" for doc in synthetic_documents(6, 300, seed=9)))
+    job = job_yaml(tiny_model, text_files, **{"evaluation.heldout_data": {"path": "json", "data_files": "other.jsonl",
+                                                                         "text_field": "body"},
+                                            "evaluation.heldout_seq_len": 48})
+    db = tmp_path / "s.db"
+    assert main(["run", str(write(tmp_path / "job.yaml", job)), "--db", str(db), "--executor", "local"]) == 0
+    assert "heldout_data kl" in capsys.readouterr().out
+    with Store(db, readonly=True) as store:
+        study = store.study("tiny")
+        confirmed = store.evaluations(study.id, "confirmation")
+        heldout = store.evaluations(study.id, "heldout")
+    assert {e.candidate_id for e in confirmed} == {e.candidate_id for e in heldout}  # every reported genome
+    assert {e.tokens for e in confirmed} == {4 * 48} and {e.tokens for e in heldout} == {4 * 32}
+    with open_store(db) as view:
+        frame = view.candidates("tiny")
+    reported = frame[frame["kl"].notna()]
+    assert reported["confirmation_kl"].notna().all() and (reported["confirmation_kl"] != reported["kl"]).any()

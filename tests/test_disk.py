@@ -58,7 +58,7 @@ def failed_mid_study_with_one_line(full: subprocess.CompletedProcess, db, says: 
 
 def test_disk_full_mid_study_then_resumed(uninterrupted, tiny_model, text_files, tmp_path, capsys):
     job, db = write(tmp_path / "job.yaml", job_yaml(tiny_model, text_files, **GENERATIONS)), tmp_path / "s.db"
-    full = run_with_file_limit(study_command(job, db), 96 * 1024)  # the caches are warm: only the store grows
+    full = run_with_file_limit(study_command(job, db), 192 * 1024)  # the caches are warm: only the store grows
     failed_mid_study_with_one_line(full, db, "disk I/O error", uninterrupted, capsys)
     assert run_with_file_limit(study_command(job, db), None).returncode == 0
     assert snapshot(db) == ("completed", *uninterrupted[1:])  # resumed to exactly the uninterrupted study

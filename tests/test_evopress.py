@@ -63,3 +63,38 @@ def test_converges_to_the_cheapest_units_and_never_gets_worse(space):
     assert {i for i, level in enumerate(strategy.final()["evopress"].levels) if level} == cheapest
     true_costs = [COSTS @ np.array(r.parent.levels) for r in strategy.history]
     assert all(b <= a + 0.3 for a, b in itertools.pairwise(true_costs))  # elitism, up to noise
+
+
+def _genome(space, dropped):
+    return space.dense().with_levels({unit: 1 for unit in dropped})
+
+
+def test_seeds_random_genomes_at_the_cheap_stages_and_every_start_at_the_last(space):
+    starts = [_genome(space, (0, 2, 4, 6)), _genome(space, (1, 3, 5, 7))]
+    strategy = EvoPress(space, generations=1, offspring=6, stages=[Stage(3, 2), Stage(1, 4)], pool_size=16, seed=0,
+                        starts=starts, random_starts=5)
+    screen_cheap, screen_last, *generation = run(strategy)
+    assert len(screen_cheap) == 5 and all(len(t.samples) == 2 and t.genome not in starts for t in screen_cheap)
+    assert [t.genome for t in screen_last[:2]] == starts and len(screen_last) == 2 + 3  # 3 random survivors
+    assert all(t.origin == "seed" and t.generation is None for t in screen_cheap + screen_last)
+    assert [len(b) for b in generation] == [6, 4] and generation[0][0].parent == strategy.final()["initial"]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_seeded_start_is_the_best_seed_at_the_search_fitness(space, seed):
+    """A start better than anything random must win; whichever wins, it is the best finalist of the last stage."""
+    best = _genome(space, np.argsort(COSTS)[:4])
+    strategy = EvoPress(space, generations=2, offspring=4, stages=[Stage(2, 2), Stage(1, 4)], pool_size=16, seed=seed,
+                        starts=[_genome(space, (8, 10, 11, 6)), best], random_starts=6)
+    _, finalists, *_ = run(strategy)
+    fitness = {t.genome: objective(t)["kl"] for t in finalists}
+    assert strategy.final()["initial"] == best == min(fitness, key=fitness.get)
+    assert COSTS @ np.array(strategy.final()["evopress"].levels) <= COSTS @ np.array(best.levels) + 0.3
+
+
+def test_one_start_without_random_seeds_starts_there_unscreened(space):
+    start = _genome(space, (0, 1, 2, 3))
+    strategy = EvoPress(space, generations=1, offspring=6, stages=[Stage(3, 2), Stage(1, 4)], pool_size=16, seed=0,
+                        starts=[start])
+    first, *_ = run(strategy)
+    assert first[0].parent == start and first[0].generation == 0

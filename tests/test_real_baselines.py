@@ -17,6 +17,7 @@ pytestmark = pytest.mark.real
 
 def test_depth_baselines_from_the_cli(tmp_path, capsys):
     job = {**JOB, "name": "smollm2-baselines", "space": {"kind": "depth", "drop": 6},
+           "strategy": {**JOB["strategy"], "seeds": {"baselines": ["shortgpt", "angular"]}},  # no 31-pass spdy
            "baselines": [{"method": "shortgpt", "samples": 4}, {"method": "angular", "samples": 4}]}
     path, db = tmp_path / "job.yaml", tmp_path / "s.db"
     path.write_text(yaml.safe_dump(job))

@@ -30,6 +30,7 @@ class BaselineSpec(Closed):
     method: str
     samples: int = Field(8, ge=1)
     applies_to: ClassVar[tuple[str, ...]]  # the space kinds it proposes genomes for
+    cheap: ClassVar[bool] = True  # a few passes over its samples: a search seeds itself with it unless told not to
 
     def problem_with(self, space_spec: SpaceSpec) -> str | None:
         """Why this baseline cannot propose genomes for ``space_spec`` (None: it can)."""
@@ -106,6 +107,7 @@ class AngularSpec(BaselineSpec):
 class FinerCutSpec(BaselineSpec):
     method: Literal["finercut"] = "finercut"
     applies_to = ("depth",)
+    cheap = False  # one pass per removal it tries: 235 passes at 6 of 30 blocks
 
     def build(self) -> Baseline:
         from paretopress.search.baselines.depth import FinerCut

@@ -62,6 +62,27 @@ class Strategy(ABC):
     def final(self) -> dict[str, Genome]:
         """What to confirm on held-out data once done, by label (the label is the origin of a genome not yet stored)."""
 
+    def noise(self) -> dict[str, Noise]:
+        """The fitness noise measured once done, by budget label ("" for a single budget); none by default."""
+        return {}
+
+
+@dataclass(frozen=True)
+class Noise:
+    """How noisy the search's fitness was where it decided, beside what the search gained: the final genome and the
+    start scored on the same ``draws`` fresh minibatches of ``samples`` calibration samples each."""
+
+    samples: int
+    draws: int
+    fitness: float  # the final genome's mean fitness over the draws
+    sd: float  # its standard deviation from draw to draw: the noise one selection step sees
+    gain: float  # the start's fitness minus the final genome's, paired draw by draw, averaged
+    gain_sd: float  # that difference's standard deviation from draw to draw
+
+    def __str__(self) -> str:
+        return (f"fitness {self.fitness:.4f} +- {self.sd:.4f} ({100 * self.sd / self.fitness:.1f}%) over {self.draws} "
+                f"minibatches of {self.samples} samples; gain over the start {self.gain:+.4f} +- {self.gain_sd:.4f}")
+
 
 @dataclass(frozen=True)
 class SearchSetting:
@@ -80,9 +101,9 @@ class StrategySpec(Closed):
 
     @abstractmethod
     def build(self, space: Space, space_spec: SpaceSpec, setting: SearchSetting,
-              warm: list[Genome] | None = None) -> Strategy:
-        """The strategy over ``space`` (budgeted); ``warm`` holds a baseline's genome per budget, in
-        ``space_spec.budget_spaces`` order, for strategies that take a warm start."""
+              starts: list[list[Genome]] | None = None) -> Strategy:
+        """The strategy over ``space`` (budgeted); ``starts`` holds, per budget in ``space_spec.budget_spaces``
+        order, the genomes of ``start_baselines`` (in that order), for strategies that start from baselines."""
 
     @abstractmethod
     def scoring_tokens(self) -> list[int]:
@@ -92,9 +113,14 @@ class StrategySpec(Closed):
         """Why this strategy cannot search ``space_spec``, as a job-file error (None: it can)."""
         return None
 
-    def start_baseline(self) -> str | BaselineSpec | None:
-        """The baseline whose genomes the search starts from, by method name or with its settings (None: its own)."""
-        return None
+    def start_baselines(self, space_spec: SpaceSpec) -> list[str | BaselineSpec]:
+        """The baselines whose genomes the search starts from, by method name or with their settings."""
+        return []
+
+    def identity(self, starts: list[BaselineSpec]) -> dict:
+        """What of this spec identifies the study, ``starts`` being ``start_baselines`` with their settings (they
+        change the search, so their settings are part of the study, unlike the job's other baselines)."""
+        return self.model_dump(mode="json")
 
 
 STRATEGIES: Registry[type[StrategySpec]] = Registry("strategy kind", default="evopress")

@@ -141,7 +141,7 @@ class NSGA2Spec(StrategySpec):
         return None
 
     def build(self, space: Space, space_spec: SpaceSpec, setting: SearchSetting,
-              warm: list[Genome] | None = None) -> Strategy:
+              starts: list[list[Genome]] | None = None) -> Strategy:
         rng = np.random.default_rng(setting.seed)
         samples = rng.choice(setting.pool_size, stage_samples(self.tokens, setting.seq_len), replace=False)
         relaxation = space_spec.relaxation(space)

@@ -69,7 +69,7 @@ class RandomSpec(StrategySpec):
         return [self.tokens]
 
     def build(self, space: Space, space_spec: SpaceSpec, setting: SearchSetting,
-              warm: list[Genome] | None = None) -> Strategy:
+              starts: list[list[Genome]] | None = None) -> Strategy:
         rng = np.random.default_rng(setting.seed)
         drawn = rng.choice(setting.pool_size, stage_samples(self.tokens, setting.seq_len), replace=False)
         samples = tuple(sorted(int(i) for i in drawn))
