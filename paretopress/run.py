@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
+import psutil
 from torch import nn
 
 from paretopress.cluster import connect_ray
@@ -35,6 +36,7 @@ from paretopress.store.lease import Heartbeat
 from paretopress.store.store import Store, check_schema
 
 DENSE = "dense"
+LOGIT_COPIES = 3  # a batch's logits, their log-softmax and one temporary live at once in a worker's forward
 Metrics = dict[str, dict[str, float]]  # label -> evaluator -> value
 
 
@@ -151,7 +153,9 @@ def run_job(
 
 
 def check_fits(job: JobSpec, config) -> None:
-    """What the job asks of the model that only its config can say, checked before anything is written."""
+    """What the job asks of the model that only its config can say, checked before anything is written (the memory
+    of a batch's logits against this machine's: workers elsewhere in a cluster have their own, but a job's teacher
+    and baselines run here)."""
     vocabulary = config.vocab_size
     if job.evaluation.top_k > vocabulary:
         raise UserError(f"evaluation.top_k: {job.evaluation.top_k} is more than {job.model}'s {vocabulary:,} tokens")
@@ -159,6 +163,12 @@ def check_fits(job: JobSpec, config) -> None:
     for name, length in (("seq_len", job.evaluation.seq_len), ("heldout_seq_len", job.evaluation.heldout_seq_len)):
         if positions is not None and length is not None and length > positions:
             raise UserError(f"evaluation.{name}: {length} is more than the {positions:,} positions {job.model} has")
+    logits = job.run.batch_size * max(job.evaluation.seq_len, job.evaluation.heldout_seq_len or 0) * vocabulary
+    needed, free = LOGIT_COPIES * 4 * logits * job.run.workers, psutil.virtual_memory().available
+    if needed > free:  # the batch's float32 logits alone: the rest of a forward only adds to it
+        raise UserError(f"run.batch_size: {job.run.workers} workers x {job.run.batch_size} samples of "
+                        f"{job.evaluation.seq_len} tokens x {vocabulary:,} logits need about {needed / 2**30:.1f} GiB "
+                        f"at once, and this machine has {free / 2**30:.1f} GiB free; lower run.batch_size")
 
 
 def _search(job: JobSpec, store: Store, study_id: int, space: Space, pools: dict[str, SampleSet],

@@ -61,6 +61,7 @@ BAD_JOBS = {
                                              "evaluation.heldout_seq_len: 512 is more than the 256 positions"),
     "missing heldout_data file": ({"evaluation.heldout_data": {"path": "text", "data_files": ["/nonexistent/o.txt"]}},
                                   "nonexistent"),
+    "batch beyond the memory": ({"run.batch_size": 10**7}, "run.batch_size: 2 workers x 10000000 samples"),
     "name that reads as a study id": ({"name": "1"}, "name: '1' reads as a study id"),
     "file format without files": ({"data": {"path": "text"}}, "data source 'text' is a file format: name the files"),
     "unknown strategy of a space": ({"strategy": {"kind": "nsga2", "tokens": 64}, "space": {"kind": "sparsity",
