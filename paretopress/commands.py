@@ -77,8 +77,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"{verb} study {outcome.name!r} in {time.perf_counter() - start:.0f} s: {outcome.evaluated} evaluations run, "
           f"{outcome.reused} answered from the store")
     _outcome_table(outcome, args.db)
-    for label, noise in outcome.noise.items():
-        print(f"search noise{f' at {label}' if label else ''}: {noise}")
+    for label, report in outcome.reports.items():
+        for line in report.lines():
+            print(f"{line} ({label})" if label else line)
     print(f"held-out perplexity: dense {dense['ppl']:.3f} ({int(dense['params']):,} params), "
           f"found {found['ppl']:.3f} ({int(found['params']):,} params, KL {found['kl']:.4f}), candidate {best_id}")
     print(f"store: {args.db}   front: paretopress front {outcome.name} --db {args.db}")

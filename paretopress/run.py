@@ -24,7 +24,7 @@ from paretopress.search.baselines.runs import run_baselines
 from paretopress.search.controller import Controller, Progress
 from paretopress.search.executor import Executor, LocalExecutor, RayExecutor
 from paretopress.search.strategies import SearchSetting
-from paretopress.search.strategies.base import Noise
+from paretopress.search.strategies.base import SearchReport
 from paretopress.spaces.base import Space
 from paretopress.spaces.budget import TimeTable
 from paretopress.spaces.database import LevelSource
@@ -85,7 +85,7 @@ class Outcome:
     evaluated: int
     reused: int
     baselines: frozenset[str] = frozenset()  # labels of the baselines' genomes
-    noise: dict[str, Noise] = field(default_factory=dict)  # the search's fitness noise, by budget label
+    reports: dict[str, SearchReport] = field(default_factory=dict)  # what the search measured, by budget label
 
     @property
     def best(self) -> str:
@@ -139,7 +139,7 @@ def run_job(
                 baselines = run_baselines(job.all_baselines, job.space.budget_spaces(space), store, study_id, model,
                                           pools[CALIBRATION].tokens, job.run.batch_size)
                 del model  # the workers load their own copy
-                genomes, metrics, confirmed, controller, noise = _search(
+                genomes, metrics, confirmed, controller, reports = _search(
                     job, store, study_id, space, pools, baselines, search, executor, on_progress, wrap_executor)
             except BaseException as error:
                 store.set_status(study_id, "interrupted" if isinstance(error, KeyboardInterrupt) else "failed")
@@ -149,7 +149,7 @@ def run_job(
                        costs={label: space.cost(genome) for label, genome in genomes.items()},
                        candidates={label: store.candidate_id(study_id, genome) for label, genome in genomes.items()},
                        evaluated=controller.evaluated, reused=controller.reused,
-                       baselines=frozenset(label for run in baselines.values() for label in run), noise=noise)
+                       baselines=frozenset(label for run in baselines.values() for label in run), reports=reports)
 
 
 def check_fits(job: JobSpec, config) -> None:
@@ -174,7 +174,7 @@ def check_fits(job: JobSpec, config) -> None:
 def _search(job: JobSpec, store: Store, study_id: int, space: Space, pools: dict[str, SampleSet],
             baselines: dict[str, dict[str, Genome]], search: bool, executor: str,
             on_progress: Callable[[Progress], None], wrap_executor: Callable[[Executor], Executor]
-            ) -> tuple[dict[str, Genome], Metrics, Metrics, Controller, dict[str, Noise]]:
+            ) -> tuple[dict[str, Genome], Metrics, Metrics, Controller, dict[str, SearchReport]]:
     worker_args = dict(load=partial(load_model, job.model), space=space, pools=pools, batch_size=job.run.batch_size,
                        tail_samples=job.evaluation.tail_samples, dtype=job.evaluation.dtype)
     if executor == "ray":
@@ -186,7 +186,7 @@ def _search(job: JobSpec, store: Store, study_id: int, space: Space, pools: dict
         controller = Controller(store, study_id, wrap_executor(pool), seq_lens, space,
                                 job.front.reference_kl)
         genomes = {DENSE: space.dense(), **{label: g for run in baselines.values() for label, g in run.items()}}
-        noise = {}
+        reports = {}
         if search:
             setting = SearchSetting(job.seed, job.evaluation.seq_len, job.evaluation.calibration_samples)
             by_baseline = [list(baselines[start.method].values()) for start in job.start_baselines]
@@ -194,10 +194,10 @@ def _search(job: JobSpec, store: Store, study_id: int, space: Space, pools: dict
             strategy = job.strategy.build(space, job.space, setting, starts)
             controller.drive(strategy, on_progress, job.strategy.generations)
             genomes.update(strategy.final())
-            noise = strategy.noise()
+            reports = strategy.report()
         metrics = controller.report(genomes, job.evaluation.heldout_samples)
         confirmed = {} if CONFIRMATION not in pools else controller.report(genomes, job.evaluation.heldout_samples,
                                                                            CONFIRMATION)
     finally:
         pool.close()
-    return genomes, metrics, confirmed, controller, noise
+    return genomes, metrics, confirmed, controller, reports

@@ -98,3 +98,29 @@ def test_one_start_without_random_seeds_starts_there_unscreened(space):
                         starts=[start])
     first, *_ = run(strategy)
     assert first[0].parent == start and first[0].generation == 0
+
+
+def test_prescreening_ranks_offspring_as_the_fitness_does_and_finds_cheaper_genomes_sooner(space):
+    """On an additive objective the surrogate should rank well above chance, and evaluating only its best quarter of
+    the mutants should reach cheaper genomes in the same number of evaluations."""
+    def final_cost(prescreen: int, seed: int) -> tuple[float, tuple[float, ...]]:
+        strategy = EvoPress(space, generations=6, offspring=6, stages=[Stage(3, 2), Stage(1, 4)], pool_size=16,
+                            seed=seed, prescreen=prescreen)
+        run(strategy)
+        return float(COSTS @ np.array(strategy.final()["evopress"].levels)), strategy.report()[""].surrogate
+
+    plain = [final_cost(1, seed)[0] for seed in range(6)]
+    screened = [final_cost(4, seed) for seed in range(6)]
+    correlations = [c for _, per_generation in screened for c in per_generation]
+    assert len(correlations) == 6 * 5  # every generation after the first has predictions to score
+    assert np.nanmean(correlations) > 0.3
+    assert np.mean([cost for cost, _ in screened]) < np.mean(plain)
+
+
+def test_prescreening_is_deterministic_in_the_seed(space):
+    def genomes(seed):
+        strategy = EvoPress(space, generations=4, offspring=6, stages=[Stage(3, 2), Stage(1, 4)], pool_size=16,
+                            seed=seed, prescreen=3)
+        return [[t.genome for t in batch] for batch in run(strategy)]
+
+    assert genomes(3) == genomes(3) != genomes(4)

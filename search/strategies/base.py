@@ -62,8 +62,8 @@ class Strategy(ABC):
     def final(self) -> dict[str, Genome]:
         """What to confirm on held-out data once done, by label (the label is the origin of a genome not yet stored)."""
 
-    def noise(self) -> dict[str, Noise]:
-        """The fitness noise measured once done, by budget label ("" for a single budget); none by default."""
+    def report(self) -> dict[str, SearchReport]:
+        """What the search measured about itself once done, by budget label ("" for a single budget)."""
         return {}
 
 
@@ -82,6 +82,21 @@ class Noise:
     def __str__(self) -> str:
         return (f"fitness {self.fitness:.4f} +- {self.sd:.4f} ({100 * self.sd / self.fitness:.1f}%) over {self.draws} "
                 f"minibatches of {self.samples} samples; gain over the start {self.gain:+.4f} +- {self.gain_sd:.4f}")
+
+
+@dataclass(frozen=True)
+class SearchReport:
+    """What a strategy measured about its own search, for the user to judge its decisions by."""
+
+    noise: Noise | None = None
+    surrogate: tuple[float, ...] = ()  # per generation: the pre-screening's rank correlation with measured fitness
+
+    def lines(self) -> list[str]:
+        lines = [] if self.noise is None else [f"search noise: {self.noise}"]
+        if self.surrogate:
+            shown = " ".join(f"{value:.2f}" for value in self.surrogate)
+            lines.append(f"surrogate rank correlation with the first stage, per generation: {shown}")
+        return lines
 
 
 @dataclass(frozen=True)

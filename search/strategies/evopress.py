@@ -24,8 +24,17 @@ from paretopress.evaluators.samples import CALIBRATION
 from paretopress.kernel.spec import Closed
 from paretopress.search.baselines.specs import BASELINES, BaselineSpec
 from paretopress.search.operators import distinct_offspring
-from paretopress.search.strategies.base import STRATEGIES, Noise, SearchSetting, Strategy, StrategySpec, Trial
+from paretopress.search.strategies.base import (
+    STRATEGIES,
+    Noise,
+    SearchReport,
+    SearchSetting,
+    Strategy,
+    StrategySpec,
+    Trial,
+)
 from paretopress.search.strategies.sweep import one_or_sweep
+from paretopress.search.surrogate import AdditiveSurrogate, rank_correlation
 
 if TYPE_CHECKING:
     from paretopress.spaces.base import Space
@@ -61,11 +70,14 @@ class EvoPress(Strategy):
         starts: list[Genome] | None = None,
         random_starts: int = 0,
         noise_draws: int = 0,
+        prescreen: int = 1,
     ) -> None:
         """``starts`` are genomes the search may start from; with ``random_starts`` random genomes beside them, the
         first parent is the best at the last selection stage (``screen``). One start and no random ones: that start;
         neither: one random genome. ``noise_draws`` fresh minibatches of the last stage's size measure, once done,
-        the fitness noise and the gain over the start (``noise``)."""
+        the fitness noise and the gain over the start. With ``prescreen`` > 1 each generation draws that many times
+        ``offspring`` mutants and evaluates the ``offspring`` an additive surrogate of the fitness ranks best, once
+        it has seen any values."""
         self.space = space
         self.generations = generations
         self.offspring = offspring
@@ -74,7 +86,10 @@ class EvoPress(Strategy):
         self.rng = np.random.default_rng(seed)
         self.history: list[GenerationRecord] = []
         self.noise_draws = noise_draws
+        self.prescreen = prescreen
+        self.surrogate = AdditiveSurrogate(space.num_levels)
         self._noise: Noise | None = None
+        self._correlations: list[float] = []
         self._starts = list(dict.fromkeys(starts or []))
         self._screened = random_starts > 0 or len(self._starts) > 1
         randoms = random_starts if self._screened else 1 - len(self._starts)
@@ -102,8 +117,8 @@ class EvoPress(Strategy):
     def final(self) -> dict[str, Genome]:
         return {"initial": self._initial, "evopress": self._parent}
 
-    def noise(self) -> dict[str, Noise]:
-        return {} if self._noise is None else {"": self._noise}
+    def report(self) -> dict[str, SearchReport]:
+        return {"": SearchReport(self._noise, tuple(self._correlations))}
 
     def _origin(self, genome: Genome) -> str:
         return "initial" if genome == self._initial else "evopress"
@@ -116,12 +131,13 @@ class EvoPress(Strategy):
             self._parent = self._initial = yield from self._screen()
         for generation in range(self.generations):
             parent = self._parent
-            candidates = distinct_offspring(parent, self.space, self.offspring, self.rng)
+            candidates, predicted = self._offspring(parent)
             fitness: list[float] = []
             for index, stage in enumerate(self.stages):
                 if index == len(self.stages) - 1:
                     candidates = [*candidates, parent]
-                candidates, fitness = yield from self._select(candidates, stage, parent, generation)
+                candidates, fitness = yield from self._select(candidates, stage, parent, generation,
+                                                              predicted if index == 0 else None)
             self._parent = candidates[0]
             self.history.append(GenerationRecord(generation, candidates[0], fitness[0]))
         if self.noise_draws:
@@ -150,14 +166,29 @@ class EvoPress(Strategy):
         best, _ = yield from self._select(finalists, Stage(1, self.stages[-1].samples))
         return best[0]
 
+    def _offspring(self, parent: Genome) -> tuple[list[Genome], np.ndarray | None]:
+        """The generation's offspring and the surrogate's prediction for each (None: drawn without it)."""
+        drawn = distinct_offspring(parent, self.space, self.offspring * self.prescreen, self.rng)
+        if self.prescreen == 1 or not self.surrogate.ready:
+            return drawn[: self.offspring], None
+        predicted = self.surrogate.predict(drawn)
+        best = np.argsort(predicted, kind="stable")[: self.offspring]
+        return [drawn[i] for i in best], predicted[best]
+
     def _select(self, candidates: list[Genome], stage: Stage, parent: Genome | None = None,
-                generation: int | None = None) -> Generator[list[Trial], list[float], tuple[list[Genome], list[float]]]:
+                generation: int | None = None, predicted: np.ndarray | None = None
+                ) -> Generator[list[Trial], list[float], tuple[list[Genome], list[float]]]:
         """Score ``candidates`` on a fresh minibatch of the stage's size; its survivors and their fitness, best
-        first. Without a generation they are seeds being screened."""
+        first. Without a generation they are seeds being screened. Every value also teaches the surrogate, and a
+        prediction made before is scored against the values."""
         samples = self._draw(stage.samples)
         origin = self._origin if generation is not None else lambda _: "seed"
         fitness = yield [Trial(c, CALIBRATION, samples, (FITNESS,), origin(c), parent, generation)
                          for c in candidates]
+        if predicted is not None:
+            self._correlations.append(rank_correlation(list(predicted), fitness))
+        if self.prescreen > 1:
+            self.surrogate.observe(candidates, fitness)
         order = sorted(range(len(candidates)), key=lambda i: fitness[i])[: stage.survivors]
         return [candidates[i] for i in order], [fitness[i] for i in order]
 
@@ -210,6 +241,7 @@ class EvoPressSpec(StrategySpec):
     warm_start: BaselineChoice | str | None = None
     seeds: SeedsSpec | None = Field(default_factory=SeedsSpec)
     noise_draws: int = Field(4, ge=0, le=1_000)  # once done: the fitness noise, on minibatches of the last stage
+    prescreen: int = Field(1, ge=1, le=64)  # draw this many times the offspring, evaluate the surrogate's best
 
     @model_validator(mode="after")
     def _stages_narrow_to_one(self) -> EvoPressSpec:
@@ -262,6 +294,8 @@ class EvoPressSpec(StrategySpec):
     def identity(self, starts: list[BaselineSpec]) -> dict:
         # noise_draws only adds evaluations after the search, as baselines only add candidates: not the study's
         spec = self.model_dump(mode="json", exclude={"warm_start", "seeds", "noise_draws"})
+        if self.prescreen == 1:
+            del spec["prescreen"]  # as in studies stored before pre-screening existed
         if self.warm_start is not None:
             spec["warm_start"] = starts[0].settings()
         elif self.seeds is not None:
@@ -281,7 +315,7 @@ class EvoPressSpec(StrategySpec):
         return EvoPress(space, generations=self.generations, offspring=self.offspring, stages=stages,
                         pool_size=setting.pool_size, seed=setting.seed, starts=[*own, *baselines],
                         random_starts=self.screening.random if self.screening is not None else 0,
-                        noise_draws=self.noise_draws)
+                        noise_draws=self.noise_draws, prescreen=self.prescreen)
 
 
 def _check_known(baseline: BaselineSpec | str) -> BaselineSpec | str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from paretopress.search.strategies.base import Noise, Strategy, Trial
+from paretopress.search.strategies.base import SearchReport, Strategy, Trial
 
 if TYPE_CHECKING:
     from paretopress.spaces.genome import Genome
@@ -47,8 +47,8 @@ class Sweep(Strategy):
     def final(self) -> dict[str, Genome]:
         return {f"{key} {label}": genome for label, s in self.strategies.items() for key, genome in s.final().items()}
 
-    def noise(self) -> dict[str, Noise]:
-        return {label: noise for label, s in self.strategies.items() for noise in s.noise().values()}
+    def report(self) -> dict[str, SearchReport]:
+        return {label: report for label, s in self.strategies.items() for report in s.report().values()}
 
 
 def one_or_sweep(runs: dict[str, Strategy]) -> Strategy:
