@@ -9,7 +9,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from paretopress.inputs.cache import cache_dir
-from paretopress.inputs.data import WIKI_SAMPLE, load_documents, pack_samples
+from paretopress.inputs.data import NEWS_SAMPLE, WIKI_SAMPLE, load_documents, pack_samples
 from paretopress.kernel.errors import UserError
 
 
@@ -184,3 +184,12 @@ def test_wiki_sample():
     assert "CC BY-SA 4.0" in attribution and "gensim 4.4.0" in attribution
     assert all(title in attribution for title in title_of.values())
     assert load_documents(WIKI_SAMPLE) == docs  # the second call reads the cache
+
+
+@pytest.mark.real
+def test_news_sample_is_another_domain():
+    news = load_documents(NEWS_SAMPLE)
+    texts = news.calibration + news.heldout
+    assert len(texts) == 293 and not set(news.calibration) & set(news.heldout)  # 300 lines, 7 repeated
+    assert not set(texts) & set(load_documents(WIKI_SAMPLE).calibration)
+    assert sum("said" in t for t in texts) > 200  # reported speech: news, not encyclopedia prose

@@ -37,10 +37,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 WIKI_SAMPLE = "wiki-sample"
+NEWS_SAMPLE = "lee-news"  # another domain for held-out confirmation: 300 Australian news articles (Lee corpus)
 
 _GENSIM = "gensim==4.4.0"
 _GENSIM_WHEEL_GLOB = "gensim-4.4.0-*.whl"
 _WIKI_MEMBER = "gensim/test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
+# The Lee background corpus (Lee, Pincombe and Welsh, 2005): ABC news articles, one per line, Latin-1
+_NEWS_MEMBER = "gensim/test/test_data/lee_background.cor"
 # Bump the version when the cleaning changes, so that an old cache is not read as the new text.
 _WIKI_CACHE = "articles-v1.jsonl"
 _ATTRIBUTION = """\
@@ -76,8 +79,9 @@ class Documents:
 def load_documents(source: str | dict, heldout_fraction: float = 0.1) -> Documents:
     """Load documents and split them deterministically into calibration and held-out documents.
 
-    ``source`` is ``"wiki-sample"`` or a dict of ``datasets.load_dataset`` arguments plus optional
-    ``"text_field"`` (default ``"text"``) and ``"split"`` (default ``"train"``), e.g.
+    ``source`` is a built-in alias (``"wiki-sample"``, or ``"lee-news"`` for text of another domain) or a dict of
+    ``datasets.load_dataset`` arguments plus optional ``"text_field"`` (default ``"text"``) and ``"split"``
+    (default ``"train"``), e.g.
     ``{"path": "text", "data_files": ["a.txt", "b.txt"], "sample_by": "document"}``.
     Documents are stripped; empty and repeated documents are dropped, so one text cannot land on both sides.
     Held-out takes the documents whose text hashes rank lowest (not random state, nor position), so the split
@@ -88,12 +92,12 @@ def load_documents(source: str | dict, heldout_fraction: float = 0.1) -> Documen
     if not 0 < heldout_fraction < 1:
         raise UserError(f"heldout_fraction must be between 0 and 1 (exclusive), not {heldout_fraction}")
     if isinstance(source, str):
-        if source != WIKI_SAMPLE:
+        if source not in BUILT_IN:
             raise UserError(
-                f"unknown data source {source!r}: use {WIKI_SAMPLE!r} "
+                f"unknown data source {source!r}: use {' or '.join(map(repr, BUILT_IN))} "
                 "or a mapping of datasets.load_dataset arguments"
             )
-        raw = [article["text"] for article in _wiki_articles()]
+        raw = BUILT_IN[source]()
     else:
         raw = _dataset_texts(source)
     texts = list(dict.fromkeys(text.strip() for text in raw if text and text.strip()))
@@ -186,6 +190,15 @@ def _wiki_articles() -> list[dict[str, str]]:
                  WIKI_SAMPLE, len(articles), megabytes, folder, elapsed)
     with path.open(encoding="utf-8") as lines:
         return [json.loads(line) for line in lines]
+
+
+def _news_articles() -> list[str]:
+    """The Lee corpus' news articles, read straight out of the gensim wheel (small and already plain text)."""
+    with zipfile.ZipFile(_gensim_wheel()) as archive:
+        return archive.read(_NEWS_MEMBER).decode("latin-1").splitlines()
+
+
+BUILT_IN = {WIKI_SAMPLE: lambda: [article["text"] for article in _wiki_articles()], NEWS_SAMPLE: _news_articles}
 
 
 def _gensim_wheel() -> Path:
