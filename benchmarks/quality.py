@@ -4,9 +4,14 @@ Runs (or resumes) one study per budget family in a store, each with its baseline
 genome. Depth: 6 and 9 of 30 blocks (20% and 30%) with ShortGPT, angular, FinerCut, SPDY and an EvoPress sweep, and
 EvoPress warm-started from SPDY's genomes at the same budgets; sparsity 0.5 / 0.6 / 0.7 (Wanda levels) with uniform,
 OWL and EvoPress; 3 and 2.5 average bits (GPTQ levels) with uniform, SPDY and EvoPress. ``--sublayer`` adds FinerCut
-on attention / MLP sub-layers (12 and 18 of 60), as in its paper; it costs about a thousand calibration passes.
+on attention / MLP sub-layers (12 and 18 of 60), as in its paper; it costs about a thousand calibration passes. These
+families run EvoPress as it was measured first: from one random start (``seeds: null``), 128-token samples.
 
-    .venv/bin/python benchmarks/quality.py --db runs/quality.db [--only depth warm sparsity quant] [--sublayer]
+``seeded``: depth 6 and 9 of 30 blocks at the demo's settings (256-token samples, stages of 1,024 and 8,192 tokens,
+8 generations), EvoPress seeded with every depth baseline's genome (FinerCut's too) and 8 random genomes, offspring
+pre-screened by the surrogate (4x drawn), confirmed on the Lee news articles at 512 tokens.
+
+    .venv/bin/python benchmarks/quality.py --db runs/quality.db [--only depth warm sparsity quant seeded] [--sublayer]
 """
 
 from __future__ import annotations
@@ -17,16 +22,23 @@ import time
 
 from paretopress.inputs.models import quiet_transformers
 from paretopress.job import JobSpec
+from paretopress.report.tokens import study_tokens
 from paretopress.run import DENSE, Outcome, run_job
 from paretopress.store.store import Store
 
-EVOPRESS = {"kind": "evopress", "generations": 12, "offspring": 8,
+EVOPRESS = {"kind": "evopress", "generations": 12, "offspring": 8, "seeds": None, "noise_draws": 0,
             "stages": [{"survivors": 2, "tokens": 512}, {"survivors": 1, "tokens": 2048}]}
+DEPTH_BASELINES = ["shortgpt", "angular", "finercut", "spdy"]
+SEEDED = {"strategy": {"kind": "evopress", "generations": 8, "offspring": 8, "prescreen": 4, "noise_draws": 2,
+                       "stages": [{"survivors": 2, "tokens": 1024}, {"survivors": 1, "tokens": 8192}],
+                       "seeds": {"baselines": DEPTH_BASELINES, "random": 8}},
+          "evaluation": {"seq_len": 256, "calibration_samples": 96, "heldout_samples": 32, "top_k": 128,
+                         "heldout_data": "lee-news", "heldout_seq_len": 512}}
 COMMON = {"model": "smollm2-135m", "data": "wiki-sample", "seed": 0,
           "evaluation": {"seq_len": 128, "calibration_samples": 64, "heldout_samples": 32, "top_k": 128},
           "run": {"workers": 2, "threads_per_worker": 1, "batch_size": 8}}
 LEVELS = {"calibration_samples": 32}
-FAMILIES = ["depth", "warm", "sparsity", "quant"]
+FAMILIES = ["depth", "warm", "sparsity", "quant", "seeded"]
 
 
 def studies(sublayer: bool) -> dict[str, list[tuple[str, dict, bool]]]:
@@ -47,7 +59,9 @@ def studies(sublayer: bool) -> dict[str, list[tuple[str, dict, bool]]]:
         "space": {"kind": "quant", "bits": b, "widths": [2, 3, 4, 5, 6], "group_size": 128, "builder": "gptq",
                   **LEVELS},
         "baselines": [{"method": "uniform"}, {"method": "spdy"}]}, True) for b in (3.0, 2.5)]
-    return {"depth": depth, "warm": warm, "sparsity": sparsity, "quant": quant}
+    seeded = [("quality-depth-seeded", {"space": {"kind": "depth", "granularity": "block", "drop": [6, 9]},
+                                         "baselines": [{"method": "finercut", "samples": 4}], **SEEDED}, True)]
+    return {"depth": depth, "warm": warm, "sparsity": sparsity, "quant": quant, "seeded": seeded}
 
 
 def budget(outcome: Outcome, label: str, kind: str) -> str:
@@ -68,8 +82,10 @@ def rows(name: str, outcome: Outcome, kind: str, wall: float, store: Store) -> l
         run = runs.get(label)
         seconds = f"{run.seconds:.0f}" if run else f"{search_seconds:.0f}"
         passes = str(run.passes) if run else "-"
+        other = outcome.confirmed.get(label)
+        confirmed = "- | -" if other is None else f"{other['kl']:.4f} | {other['ppl']:.2f}"
         lines.append(f"| {name} | {label} | {budget(outcome, label, kind)} | {int(values['params']):,} | "
-                     f"{values['kl']:.4f} | {values['ppl']:.2f} | {seconds} | {passes} |")
+                     f"{values['kl']:.4f} | {values['ppl']:.2f} | {confirmed} | {seconds} | {passes} |")
     return lines
 
 
@@ -90,9 +106,13 @@ def main() -> None:
             outcome = run_job(job, args.db, search=search)
             with Store(args.db, readonly=True) as store:
                 table += rows(name, outcome, kind, time.perf_counter() - start, store)
-            print(f"{name}: done in {time.perf_counter() - start:.0f} s", flush=True)
-    print("| study | genome | exact budget | params | held-out KL | held-out ppl | wall s | passes |")
-    print("|---|---|---|---|---|---|---|---|")
+                tokens = study_tokens(store, store.study(name))
+            print(f"{name}: done in {time.perf_counter() - start:.0f} s; {tokens}", flush=True)
+            for label, report in outcome.reports.items():
+                print("\n".join(f"{name} {label}: {line}" for line in report.lines()), flush=True)
+    print("| study | genome | exact budget | params | held-out KL | held-out ppl | other-domain KL | other-domain ppl "
+          "| wall s | passes |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     print("\n".join(table))
 
 
