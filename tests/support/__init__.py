@@ -42,10 +42,10 @@ def write_text_files(folder: Path) -> list[Path]:
     return files
 
 
-def make_tiny_model(folder: Path, text_files: list[Path]) -> Path:
-    """A 6-layer random Llama (hidden 32) with a byte-level BPE tokenizer trained on the test text."""
+def save_tokenizer(folder: Path, text_files: list[Path]):
+    """A byte-level BPE tokenizer (320 entries) trained on the test text, saved in ``folder``."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -55,13 +55,53 @@ def make_tiny_model(folder: Path, text_files: list[Path]) -> Path:
     tokenizer.train([str(p) for p in text_files], trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<eos>")
     fast.save_pretrained(folder)
+    return fast
+
+
+def make_tiny_model(folder: Path, text_files: list[Path]) -> Path:
+    """A 6-layer random Llama (hidden 32) with a byte-level BPE tokenizer trained on the test text."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    fast = save_tokenizer(folder, text_files)
     config = LlamaConfig(
-        vocab_size=tokenizer.get_vocab_size(), hidden_size=32, intermediate_size=64, num_hidden_layers=6,
+        vocab_size=len(fast), hidden_size=32, intermediate_size=64, num_hidden_layers=6,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=True,
         eos_token_id=fast.eos_token_id,
     )
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(folder)
+    return folder
+
+
+_ATTENTION = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4,
+              "num_key_value_heads": 2, "max_position_embeddings": 256}
+_GEMMA = {**_ATTENTION, "head_dim": 16, "query_pre_attn_scalar": 16, "sliding_window": 8,
+          "layer_types": ["sliding_attention", "full_attention"] * 2}
+TINY_ARCHITECTURES = {  # class name -> (config class, its settings): what makes each architecture itself
+    "LlamaForCausalLM": ("LlamaConfig", _ATTENTION),
+    "MistralForCausalLM": ("MistralConfig", {**_ATTENTION, "sliding_window": 8}),
+    "Qwen2ForCausalLM": ("Qwen2Config", {**_ATTENTION, "tie_word_embeddings": False}),  # q/k/v biases
+    "Qwen3ForCausalLM": ("Qwen3Config", {**_ATTENTION, "head_dim": 16}),  # q/k norms
+    "Gemma2ForCausalLM": ("Gemma2Config", {**_GEMMA, "attn_logit_softcapping": 50.0,
+                                           "final_logit_softcapping": 30.0}),
+    "Gemma3ForCausalLM": ("Gemma3TextConfig", _GEMMA),
+    "Phi3ForCausalLM": ("Phi3Config", {**_ATTENTION, "pad_token_id": 0}),  # fused qkv_proj and gate_up_proj
+    "GPT2LMHeadModel": ("GPT2Config", {"n_embd": 64, "n_inner": 128, "n_layer": 4, "n_head": 4,
+                                       "n_positions": 256}),  # Conv1D projections, attn / ln_1
+}
+
+
+def make_tiny_architecture(architecture: str, folder: Path, text_files: list[Path]) -> Path:
+    """A random float32 ``architecture`` (a key of ``TINY_ARCHITECTURES``: 4 layers, hidden 64, seeded) with the
+    tiny model's tokenizer, saved in ``folder``."""
+    import transformers
+
+    fast = save_tokenizer(folder, text_files)
+    config_class, settings = TINY_ARCHITECTURES[architecture]
+    config = getattr(transformers, config_class)(vocab_size=len(fast), eos_token_id=fast.eos_token_id,
+                                                 bos_token_id=fast.eos_token_id, **settings)
+    torch.manual_seed(0)
+    getattr(transformers, architecture)(config).save_pretrained(folder)
     return folder
 
 
