@@ -206,7 +206,7 @@ class StageSpec(Closed):
 
 
 def _default_stages() -> list[StageSpec]:
-    return [StageSpec(survivors=2, tokens=1024), StageSpec(survivors=1, tokens=4096)]
+    return [StageSpec(survivors=2, tokens=1024), StageSpec(survivors=1, tokens=8192)]
 
 
 BaselineChoice = BASELINES.union()
