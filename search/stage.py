@@ -136,18 +136,16 @@ class StageForward:
     @contextmanager
     def _from(self, model: nn.Module, start: int, stream: torch.Tensor | None) -> Iterator[list[nn.Module]]:
         """The applied model's layers from block ``start`` on, fed ``stream`` (the embeddings when None)."""
-        applied = list(self.anatomy.layers(model))
-        layers = [layer for layer in applied if self.index[id(layer)] >= start]
-        self.anatomy.replace_layers(model, nn.ModuleList(layers))
-        handle = None
-        if stream is not None:
-            handle = self._reader(model, layers, start).register_forward_pre_hook(_feed(stream), with_kwargs=True)
-        try:
-            yield layers
-        finally:
-            if handle is not None:
-                handle.remove()
-            self.anatomy.replace_layers(model, nn.ModuleList(applied))
+        layers = [layer for layer in self.anatomy.layers(model) if self.index[id(layer)] >= start]
+        with self.anatomy.running(model, layers, [self.index[id(layer)] for layer in layers]):
+            handle = None
+            if stream is not None:
+                handle = self._reader(model, layers, start).register_forward_pre_hook(_feed(stream), with_kwargs=True)
+            try:
+                yield layers
+            finally:
+                if handle is not None:
+                    handle.remove()
 
     def _reader(self, model: nn.Module, layers: list[nn.Module], block: int) -> nn.Module:
         """The module that reads the stream into ``block``: the first kept layer from it on, else the final norm."""

@@ -92,37 +92,39 @@ class DepthSpace(Space):
                     layer_path, _, part = unit.rpartition(".")
                     layer = model.get_submodule(layer_path)
                     swapped += stub_sublayer(self.anatomy, layer, part)
-        self.anatomy.replace_layers(model, nn.ModuleList([original[b] for b in self.kept_blocks(genome)]))
+        kept = self.kept_blocks(genome)
         try:
-            yield model
+            with self.anatomy.running(model, [original[b] for b in kept], kept):
+                yield model
         finally:
-            self.anatomy.replace_layers(model, original)
             for layer, name, module in reversed(swapped):
                 setattr(layer, name, module)
 
     def materialise(self, model: nn.Module, genome: Genome) -> nn.Module:
-        """Remove dropped blocks physically; zero every weight of a dropped sub-layer inside a kept block.
+        """Remove dropped blocks physically; zero every weight of a dropped sub-layer inside a kept block, and of the
+        norms that only serve it (as ``applied`` removes them, so the non-zero parameters are the same).
 
-        A sub-layer whose weights (and biases) are all zero adds exactly zero to the residual stream, so plain
-        ``transformers`` loads the result and computes what the search measured.
+        A sub-layer whose weights (and biases) are all zero adds exactly zero to the residual stream, whatever its
+        norms do, so plain ``transformers`` loads the result and computes what the search measured.
         """
         if self.granularity == "sublayer":
             with torch.no_grad():
                 for unit, level in zip(self.units, genome.levels, strict=True):
                     if level:
-                        for parameter in model.get_submodule(unit).parameters():
-                            parameter.zero_()
+                        layer_path, _, part = unit.rpartition(".")
+                        layer = model.get_submodule(layer_path)
+                        for name in (part, *self.anatomy.norms_of(part)):
+                            for parameter in getattr(layer, name).parameters():
+                                parameter.zero_()
         keep_blocks(model, self.anatomy, self.kept_blocks(genome))
         return model
 
 
 def stub_sublayer(anatomy: Anatomy, layer: nn.Module, part: str) -> list[tuple[nn.Module, str, nn.Module]]:
     """Replace one sub-layer (and the norms that only serve it) by stand-ins; return what to put back."""
-    is_attention = part == anatomy.attention
-    norms = anatomy.attention_norms if is_attention else anatomy.mlp_norms
     swapped = [(layer, part, getattr(layer, part))]
-    setattr(layer, part, DroppedAttention() if is_attention else DroppedMLP())
-    for norm in norms:
+    setattr(layer, part, DroppedAttention() if part == anatomy.attention else DroppedMLP())
+    for norm in anatomy.norms_of(part):
         swapped.append((layer, norm, getattr(layer, norm)))
         setattr(layer, norm, nn.Identity())
     return swapped
@@ -131,17 +133,9 @@ def stub_sublayer(anatomy: Anatomy, layer: nn.Module, part: str) -> list[tuple[n
 def keep_blocks(model: nn.Module, anatomy: Anatomy, kept: list[int]) -> None:
     """Remove every block not in ``kept`` physically, renumbering the rest and shrinking the config to match."""
     layers = anatomy.layers(model)
-    anatomy.replace_layers(model, nn.ModuleList([layers[b] for b in kept]))
+    anatomy.replace_layers(model, [layers[b] for b in kept], kept)  # per-layer config lists such as layer_types too
     for new_index, layer in enumerate(anatomy.layers(model)):
         for module in layer.modules():
             if hasattr(module, "layer_idx"):
                 module.layer_idx = new_index
-    _keep_config_layers(model.config, kept, anatomy.num_layers)
-
-
-def _keep_config_layers(config, kept: list[int], num_layers: int) -> None:
-    """Shrink the config to the kept blocks, including per-layer lists such as ``layer_types``."""
-    for name, value in list(vars(config).items()):
-        if isinstance(value, list) and len(value) == num_layers:
-            setattr(config, name, [value[i] for i in kept])
-    config.num_hidden_layers = len(kept)
+    model.config.num_hidden_layers = len(kept)

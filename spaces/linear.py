@@ -3,7 +3,8 @@
 A subclass says how many levels each unit has, what they cost, which units may trade levels (switch groups), how
 one unit's levels are computed (``build_unit``, run once when the database is built) and how a stored level becomes
 a weight tensor (``level_weight``). Applying a genome swaps each linear's ``weight`` for that tensor and puts the
-original back on exit; embeddings, norms and the LM head stay dense.
+original back on exit; embeddings, norms and the LM head stay dense. Weights are handled as ``nn.Linear`` holds them,
+[out, in], also for GPT-2's ``Conv1D`` projections (``anatomy.linear_weight``: a transposed view of their own).
 
 With ``tie=True`` the linears that read the same input and that serving runtimes fuse (q/k/v, gate/up) form one
 unit: their weights are stacked by rows into the matrix the fused kernel holds, levels are built for that matrix,
@@ -22,7 +23,7 @@ import torch
 from torch import nn
 
 from paretopress.kernel.params import count_parameters
-from paretopress.spaces.anatomy import read_anatomy
+from paretopress.spaces.anatomy import is_linear, linear_weight, read_anatomy, set_linear_weight
 from paretopress.spaces.base import Space
 from paretopress.spaces.database import LevelDatabase
 from paretopress.spaces.genome import Genome
@@ -41,7 +42,8 @@ def _tied_groups(names: list[str]) -> list[list[str]]:
 
 
 class LinearSpace(Space):
-    """Units: every ``nn.Linear`` inside the decoder layers (or fused sets of them), in layer order."""
+    """Units: every projection (``anatomy.is_linear``) inside the decoder layers (or fused sets of them), in layer
+    order."""
 
     builder: str
     needs_calibration: bool  # whether ``build_unit`` uses the calibration statistic X^T X
@@ -51,7 +53,7 @@ class LinearSpace(Space):
         members: list[tuple[str, ...]] = []
         blocks: list[int] = []
         for index, layer in enumerate(anatomy.layers(model)):
-            names = [f"{anatomy.layer_name(index)}.{n}" for n, m in layer.named_modules() if isinstance(m, nn.Linear)]
+            names = [f"{anatomy.layer_name(index)}.{n}" for n, m in layer.named_modules() if is_linear(m)]
             groups = [tuple(group) for group in (_tied_groups(names) if tie else [[n] for n in names])]
             members += groups
             blocks += [index] * len(groups)
@@ -60,9 +62,10 @@ class LinearSpace(Space):
         self.members = tuple(members)
         self.units = tuple(g[0] if len(g) == 1 else "+".join([g[0], *(n.rpartition(".")[2] for n in g[1:])])
                            for g in members)
-        self.rows = tuple(tuple(model.get_submodule(n).weight.shape[0] for n in g) for g in members)
+        weights = {n: linear_weight(model.get_submodule(n)) for g in members for n in g}
+        self.rows = tuple(tuple(weights[n].shape[0] for n in g) for g in members)
         self.shapes: tuple[tuple[int, int], ...] = tuple(
-            (sum(rows), model.get_submodule(g[0]).weight.shape[1]) for rows, g in zip(self.rows, members, strict=True)
+            (sum(rows), weights[g[0]].shape[1]) for rows, g in zip(self.rows, members, strict=True)
         )
         self.numels = tuple(rows * cols for rows, cols in self.shapes)
         self.total_params = count_parameters(model)
@@ -104,7 +107,7 @@ class LinearSpace(Space):
 
     def dense_weight(self, model: nn.Module, index: int) -> torch.Tensor:
         """The unit's weight as stored by the model; members of a tied unit stacked by rows (a copy only then)."""
-        weights = [model.get_submodule(name).weight for name in self.members[index]]
+        weights = [linear_weight(model.get_submodule(name)) for name in self.members[index]]
         return weights[0] if len(weights) == 1 else torch.cat(weights)
 
     def _split(self, index: int, weight: torch.Tensor) -> list[torch.Tensor]:
@@ -173,7 +176,7 @@ class LinearSpace(Space):
         try:
             for index, weight in weights:
                 for name, part in zip(self.members[index], self._split(index, weight), strict=True):
-                    model.get_submodule(name).weight = nn.Parameter(part, requires_grad=False)
+                    set_linear_weight(model.get_submodule(name), part)
             yield model
         finally:
             for name, original in originals.items():
@@ -189,7 +192,7 @@ class LinearSpace(Space):
         """Copy a unit's new weight into its linears' own tensors."""
         with torch.no_grad():
             for name, part in zip(self.members[index], self._split(index, weight), strict=True):
-                model.get_submodule(name).weight.copy_(part)
+                linear_weight(model.get_submodule(name)).copy_(part)
 
     def _stored(self, name: str) -> torch.Tensor:
         if self.database is None:

@@ -22,7 +22,7 @@ from torch import nn
 LAYOUT = "layer_layout"
 LOADER_MODULE = "modeling_paretopress"
 ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
-                 "GemmaForCausalLM", "Gemma2ForCausalLM")
+                 "GemmaForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM")
 
 
 class DroppedAttention(nn.Module):
@@ -99,3 +99,4 @@ PrunedQwen2ForCausalLM = _pruned("Qwen2ForCausalLM")
 PrunedQwen3ForCausalLM = _pruned("Qwen3ForCausalLM")
 PrunedGemmaForCausalLM = _pruned("GemmaForCausalLM")
 PrunedGemma2ForCausalLM = _pruned("Gemma2ForCausalLM")
+PrunedGemma3ForCausalLM = _pruned("Gemma3ForCausalLM")

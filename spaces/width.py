@@ -32,7 +32,7 @@ from torch import nn
 
 from paretopress.kernel.errors import UserError
 from paretopress.kernel.params import count_parameters
-from paretopress.spaces.anatomy import Anatomy, read_anatomy
+from paretopress.spaces.anatomy import Anatomy, fused_projections, read_anatomy
 from paretopress.spaces.base import Space
 from paretopress.spaces.budget import TimeTable
 from paretopress.spaces.database import LevelDatabase
@@ -63,8 +63,8 @@ def attention_part(model: nn.Module, anatomy: Anatomy) -> Part:
     module = getattr(anatomy.layers(model)[0], anatomy.attention)
     if not all(isinstance(getattr(module, n, None), nn.Linear) for n in ATTENTION_LINEARS) or not hasattr(
             module, "head_dim"):
-        raise UserError(f"the width space needs attention with separate q/k/v/o projections and a head_dim "
-                        f"(Llama, Mistral, Qwen2, Gemma); {type(module).__name__} has other parts")
+        raise UserError(f"width space: {type(model).__name__} has no attention with separate q/k/v/o projections "
+                        f"and a head_dim ({type(module).__name__} has other parts), which this space needs")
     head_dim = module.head_dim
     kv_heads = module.k_proj.out_features // head_dim
     per_group = module.q_proj.out_features // kv_heads  # query rows per KV group
@@ -81,8 +81,8 @@ def mlp_part(model: nn.Module, anatomy: Anatomy) -> Part:
     module = getattr(anatomy.layers(model)[0], anatomy.mlp)
     inputs = tuple((n, 1) for n in ("gate_proj", "up_proj") if isinstance(getattr(module, n, None), nn.Linear))
     if "up_proj" not in dict(inputs) or not isinstance(getattr(module, "down_proj", None), nn.Linear):
-        raise UserError(f"the width space needs an MLP with up_proj and down_proj (and optionally gate_proj); "
-                        f"{type(module).__name__} has other parts")
+        raise UserError(f"width space: {type(model).__name__} has no MLP with up_proj and down_proj (and optionally "
+                        f"gate_proj; {type(module).__name__} has other parts), which this space needs")
     down = module.down_proj
     act = type(getattr(module, "act_fn", None)).__name__
     return Part(anatomy.mlp, inputs, "down_proj", 1, down.in_features,
@@ -105,10 +105,17 @@ class WidthSpace(Space):
 
     def __init__(self, model: nn.Module, heads: list[float] | None, channels: list[float], builder: WidthBuilder,
                  multiple: int = 1) -> None:
-        if type(model).__name__ not in ARCHITECTURES:  # the per-layer loader of exports covers these
-            raise UserError(f"the width space supports {', '.join(ARCHITECTURES)}, not {type(model).__name__}")
+        architecture = type(model).__name__
         self.anatomy = read_anatomy(model)
+        first = self.anatomy.layers(model)[0]
+        fused = [*fused_projections(getattr(first, self.anatomy.attention)),
+                 *fused_projections(getattr(first, self.anatomy.mlp))]
+        if fused:
+            raise UserError(f"width space: {architecture} fuses {' and '.join(fused)}, which this space cannot cut")
         self.parts = (attention_part(model, self.anatomy), mlp_part(model, self.anatomy))
+        if architecture not in ARCHITECTURES:  # the per-layer loader of exports covers these
+            raise UserError(f"width space: {architecture} has no per-layer loader for its exports; supported: "
+                            f"{', '.join(ARCHITECTURES)}")
         attention, mlp = self.parts
         heads = heads if heads is not None else [k / attention.count for k in range(attention.count + 1)]
         grids = (kept_grid(heads, attention.count), kept_grid(channels, mlp.count, multiple))
