@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
 from paretopress.inputs.cache import cache_dir
-from paretopress.inputs.data import NEWS_SAMPLE, WIKI_SAMPLE, load_documents, pack_samples
+from paretopress.inputs.data import NEWS_SAMPLE, WIKI_SAMPLE, bos_prefix, load_documents, pack_samples
 from paretopress.kernel.errors import UserError
 
 
@@ -113,13 +113,19 @@ def test_bad_sources_are_user_errors(tmp_path):
 WORDS = 4000
 
 
-def counting_tokenizer(with_eos: bool) -> PreTrainedTokenizerFast:
-    """Word-level tokenizer where word `w{j}` is token j + 2, so a token stream can be predicted exactly."""
-    vocab = {"<eos>": 0, "<unk>": 1, **{f"w{j}": j + 2 for j in range(WORDS)}}
+BOS = WORDS + 2
+
+
+def counting_tokenizer(with_eos: bool, with_bos: bool = False) -> PreTrainedTokenizerFast:
+    """Word-level tokenizer where word `w{j}` is token j + 2, so a token stream can be predicted exactly; with BOS,
+    it starts every text with token ``BOS`` as Llama's and Gemma's do."""
+    vocab = {"<eos>": 0, "<unk>": 1, **{f"w{j}": j + 2 for j in range(WORDS)}, "<bos>": BOS}
     tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    if with_bos:
+        tokenizer.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", BOS)])
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="<unk>",
-                                   eos_token="<eos>" if with_eos else None)
+                                   eos_token="<eos>" if with_eos else None, bos_token="<bos>" if with_bos else None)
 
 
 def counting_documents(count: int) -> tuple[list[str], list[int]]:
@@ -152,6 +158,16 @@ def test_pack_samples_takes_real_token_runs_spread_over_the_text(with_eos):
     assert starts == sorted(set(starts))  # distinct, in text order
     assert starts[0] < len(stream) / count and starts[-1] > len(stream) * (count - 1) / count - seq_len
     assert (0 in samples) == with_eos
+
+
+def test_samples_start_with_bos_where_the_tokenizer_adds_one():
+    texts, stream = counting_documents(400)
+    tokenizer = counting_tokenizer(with_eos=True, with_bos=True)
+    assert bos_prefix(tokenizer) == [BOS] and bos_prefix(counting_tokenizer(with_eos=True)) == []
+    samples = pack_samples(texts, tokenizer, 16, 10)
+    assert samples.shape == (10, 16) and (samples[:, 0] == BOS).all() and not (samples[:, 1:] == BOS).any()
+    for row in samples[:, 1:].tolist():  # the rest of each sample is one whole chunk of 15 tokens of the text
+        assert any(stream[s : s + 15] == row for s in range(0, len(stream), 15))
 
 
 def test_pack_samples_refuses_too_little_text():

@@ -118,25 +118,38 @@ def pack_samples(
 ) -> torch.Tensor:
     """``count`` samples of ``seq_len`` tokens from the concatenated documents, LongTensor [count, seq_len].
 
-    Each document is followed by the tokenizer's EOS token when it has one (no BOS, no other special tokens),
-    so a sample that crosses a document boundary shows the model where one text ends. The token stream is cut
-    into non-overlapping chunks, and the samples are the chunks at the middles of ``count`` equal strata:
-    deterministic, and spread over all documents rather than taken from the first ones.
+    Each document is followed by the tokenizer's EOS token when it has one (no other special tokens), so a sample
+    that crosses a document boundary shows the model where one text ends; each sample starts with the BOS token
+    where the tokenizer starts every text with one (``bos_prefix``), as the model saw its training text. The token
+    stream is cut into non-overlapping chunks, and the samples are the chunks at the middles of ``count`` equal
+    strata: deterministic, and spread over all documents rather than taken from the first ones.
     """
     eos = [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
+    bos = bos_prefix(tokenizer)
+    body = seq_len - len(bos)
     pieces = []
     for start in range(0, len(texts), _TOKENIZE_BATCH):
         batch = tokenizer(texts[start : start + _TOKENIZE_BATCH], add_special_tokens=False, verbose=False)
         pieces.extend(torch.tensor(ids + eos, dtype=torch.long) for ids in batch["input_ids"])
     tokens = torch.cat(pieces) if pieces else torch.empty(0, dtype=torch.long)
-    available = tokens.numel() // seq_len
+    available = tokens.numel() // body
     if available < count:
         raise UserError(
-            f"{count} samples of {seq_len} tokens need {count * seq_len} tokens, but the text has "
+            f"{count} samples of {seq_len} tokens need {count * body} tokens, but the text has "
             f"{tokens.numel()} ({available} samples): give more text, or fewer or shorter samples"
         )
-    chunks = tokens[: available * seq_len].view(available, seq_len)
-    return chunks[[(2 * i + 1) * available // (2 * count) for i in range(count)]]
+    chunks = tokens[: available * body].view(available, body)[[(2 * i + 1) * available // (2 * count)
+                                                               for i in range(count)]]
+    return torch.cat([torch.tensor(bos, dtype=torch.long).expand(count, len(bos)), chunks], dim=1)
+
+
+def bos_prefix(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """``[BOS]`` where the tokenizer starts every text with its BOS token (Gemma, Llama 2/3), else ``[]`` (SmolLM2,
+    GPT-2): a model trained with one measures out of distribution without it."""
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        return []
+    return [bos] if tokenizer("a", add_special_tokens=True)["input_ids"][:1] == [bos] else []
 
 
 def _describe(source: str | dict) -> str:

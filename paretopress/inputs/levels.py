@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from paretopress.evaluators.calibration import calibration_xtx
 from paretopress.inputs.cache import cache_dir
-from paretopress.inputs.data import Documents, pack_samples
+from paretopress.inputs.data import Documents, bos_prefix, pack_samples
 from paretopress.inputs.models import load_tokenizer, model_fingerprint
 from paretopress.spaces.database import KEY_FIELD, LevelDatabase, LevelSource
 
@@ -43,6 +43,8 @@ def attach_database(space: LevelSource, model: nn.Module, model_spec: str, docum
     ``samples`` calibration samples of ``seq_len`` tokens feed the builders that need them.
     """
     calibration = {"samples": samples, "seq_len": seq_len}
+    if space.needs_calibration and bos_prefix(load_tokenizer(model_spec)):
+        calibration["bos"] = True  # samples that start with BOS (keys without it stay as they were)
     identity = {"format": FORMAT, "model": model_fingerprint(model_spec), "data": documents.fingerprint,
                 "calibration": calibration if space.needs_calibration else None, "units": space.units,
                 **space.identity()}

@@ -14,7 +14,7 @@ from torch import nn
 from paretopress.evaluators.samples import CALIBRATION, CONFIRMATION, HELDOUT, SampleSet
 from paretopress.evaluators.teacher import TeacherOutputs, compute_teacher
 from paretopress.inputs.cache import cache_dir
-from paretopress.inputs.data import Documents, pack_samples
+from paretopress.inputs.data import Documents, bos_prefix, pack_samples
 from paretopress.inputs.models import load_tokenizer, model_fingerprint
 from paretopress.job import EvaluationSpec
 
@@ -32,11 +32,13 @@ def prepare_pools(model: nn.Module, model_spec: str, documents: Documents, spec:
     identity = {"model": model_fingerprint(model_spec), "data": documents.fingerprint, **settings}
     if confirmation is not None:
         identity["confirmation"] = [confirmation.fingerprint, spec.confirmation_seq_len]
+    tokenizer = load_tokenizer(model_spec)
+    if bos_prefix(tokenizer):  # samples that start with BOS are other samples (keys without it stay as they were)
+        identity["bos"] = True
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
     path = cache_dir("samples") / f"{key}.safetensors"
     if path.exists():
         return _from_tensors(load_file(path))
-    tokenizer = load_tokenizer(model_spec)
     wanted = {CALIBRATION: (documents.calibration, spec.calibration_samples, spec.seq_len),
               HELDOUT: (documents.heldout, spec.heldout_samples, spec.seq_len)}
     if confirmation is not None:
