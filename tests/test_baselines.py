@@ -15,6 +15,7 @@ from paretopress.cli import main
 from paretopress.job import JobSpec
 from paretopress.run import build_space, run_job
 from paretopress.search.baselines.base import Calibration
+from paretopress.search.baselines.depth import FinerCut
 from paretopress.search.baselines.linear import layer_sparsity, outlier_ratio
 from paretopress.search.baselines.spdy import knapsack, solve
 from paretopress.spaces.depth import DepthSpace
@@ -284,3 +285,14 @@ def test_final_genomes_are_confirmed_on_another_text_at_another_length(tiny_mode
         frame = view.candidates("tiny")
     reported = frame[frame["kl"].notna()]
     assert reported["confirmation_kl"].notna().all() and (reported["confirmation_kl"] != reported["kl"]).any()
+
+
+def test_finercut_says_what_it_will_cost_before_it_starts(tiny_model, caplog):
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    space = DepthSpace(model, "block", drop=3)
+    calibration = Calibration(model, torch.randint(0, 100, (4, 16)), 4)
+    with caplog.at_level("INFO", logger="paretopress.search.baselines.depth"):
+        FinerCut().propose([space], calibration)
+    announced = caplog.messages[0]
+    assert announced == (f"finercut: 3 removals will cost {calibration.passes} calibration passes over 64 tokens "
+                         f"({calibration.passes * 64:,} tokens in all)")

@@ -125,6 +125,10 @@ class FinerCut(Baseline):
     """
 
     def path(self, space: DepthSpace, calibration: Calibration, length: int) -> list[int]:
+        units = len(space.units)
+        passes = sum(units - step for step in range(length)) + 1  # every unit left, at every step; the dense pass
+        log.info("finercut: %d removals will cost %d calibration passes over %s tokens (%s tokens in all)", length,
+                 passes, f"{calibration.tokens.numel():,}", f"{passes * calibration.tokens.numel():,}")
         removed: list[int] = []
         for _ in range(length):
             remaining = [u for u in range(len(space.units)) if u not in removed]
