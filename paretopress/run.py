@@ -78,8 +78,8 @@ class Outcome:
     name: str
     resumed: bool
     genomes: dict[str, Genome]
-    metrics: dict[str, dict[str, float]]
-    confirmed: dict[str, dict[str, float]]  # the same genomes on evaluation.heldout_data's text (empty without it)
+    metrics: Metrics
+    confirmed: Metrics  # the same genomes on evaluation.heldout_data's text (empty without it)
     costs: dict[str, dict[str, float]]  # the space's exact costs of each genome (params, sparsity, bits, ...)
     candidates: dict[str, int]  # label -> the genome's candidate id in the store
     evaluated: int
