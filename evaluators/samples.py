@@ -12,8 +12,7 @@ if TYPE_CHECKING:  # the pool names are read by strategies, which import no torc
 
 CALIBRATION = "calibration"  # what searches and baselines read
 HELDOUT = "heldout"  # what reports and fronts are measured on; never seen by a search
-CONFIRMATION = "confirmation"  # text of another source (evaluation.heldout_data): confirms the final genomes
-POOLS = (CALIBRATION, HELDOUT)  # every study has these two; CONFIRMATION only where its job asks for it
+CONFIRMATION = "confirmation"  # text of another source (evaluation.heldout_data), only where a job asks for it
 
 
 @dataclass(frozen=True)
