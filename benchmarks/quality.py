@@ -9,7 +9,8 @@ families run EvoPress as it was measured first: from one random start (``seeds: 
 
 ``seeded``: depth 6 and 9 of 30 blocks at the demo's settings (256-token samples, stages of 1,024 and 8,192 tokens,
 8 generations), EvoPress seeded with every depth baseline's genome (FinerCut's too) and 8 random genomes, offspring
-pre-screened by the surrogate (4x drawn), confirmed on the Lee news articles at 512 tokens.
+pre-screened by the surrogate (4x drawn), confirmed on the Lee news articles at 512 tokens. ``seeded-sparsity``: the
+same at 70% sparsity (Wanda levels), seeded with the sparsity baselines (uniform, OWL, SPDY).
 
     .venv/bin/python benchmarks/quality.py --db runs/quality.db [--only depth warm sparsity quant seeded] [--sublayer]
 """
@@ -38,7 +39,7 @@ COMMON = {"model": "smollm2-135m", "data": "wiki-sample", "seed": 0,
           "evaluation": {"seq_len": 128, "calibration_samples": 64, "heldout_samples": 32, "top_k": 128},
           "run": {"workers": 2, "threads_per_worker": 1, "batch_size": 8}}
 LEVELS = {"calibration_samples": 32}
-FAMILIES = ["depth", "warm", "sparsity", "quant", "seeded"]
+FAMILIES = ["depth", "warm", "sparsity", "quant", "seeded", "seeded-sparsity"]
 
 
 def studies(sublayer: bool) -> dict[str, list[tuple[str, dict, bool]]]:
@@ -61,7 +62,11 @@ def studies(sublayer: bool) -> dict[str, list[tuple[str, dict, bool]]]:
         "baselines": [{"method": "uniform"}, {"method": "spdy"}]}, True) for b in (3.0, 2.5)]
     seeded = [("quality-depth-seeded", {"space": {"kind": "depth", "granularity": "block", "drop": [6, 9]},
                                          "baselines": [{"method": "finercut", "samples": 4}], **SEEDED}, True)]
-    return {"depth": depth, "warm": warm, "sparsity": sparsity, "quant": quant, "seeded": seeded}
+    seeded_sparsity = [("quality-sparsity70-seeded", {
+        "space": {"kind": "sparsity", "sparsity": 0.7, "builder": "wanda", "levels": 8, **LEVELS},
+        **SEEDED, "strategy": {**SEEDED["strategy"], "seeds": {"random": 8}}}, True)]  # uniform, owl, spdy
+    return {"depth": depth, "warm": warm, "sparsity": sparsity, "quant": quant, "seeded": seeded,
+            "seeded-sparsity": seeded_sparsity}
 
 
 def budget(outcome: Outcome, label: str, kind: str) -> str:
