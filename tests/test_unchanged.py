@@ -40,7 +40,9 @@ STUDIES = {
 
 def study_rows(db: Path) -> dict[str, dict]:
     """Everything a study holds that a search decides, read with plain sqlite3 (no paretopress code involved)."""
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as connection:
+    # the fixture is read immutable, so no -wal or -shm appears beside it in the repository (mode=ro creates them)
+    flags = "mode=ro&immutable=1" if db == FIXTURE else "mode=ro"
+    with sqlite3.connect(f"file:{db}?{flags}", uri=True) as connection:
         studies = connection.execute("SELECT id, name, spec, seed, space, status FROM studies ORDER BY name").fetchall()
         rows = {}
         for study_id, name, spec, seed, space, status in studies:
