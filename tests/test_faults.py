@@ -57,3 +57,16 @@ def test_killed_actor_is_replaced_and_nothing_is_lost(ray_cluster, uninterrupted
     status, candidates, evaluations, front = snapshot(tmp_path / "s.db")
     assert status == "completed"
     assert (candidates, evaluations, front) == uninterrupted[1:]  # no evaluation lost, none duplicated
+
+
+def test_a_prescreened_search_resumes_to_the_uninterrupted_study(uninterrupted, tiny_model, text_files, tmp_path):
+    """The surrogate is refitted from the values the store answers on resume, so it ranks the same offspring."""
+    changes = {**GENERATIONS, "strategy.prescreen": 3}
+    straight = tmp_path / "straight.db"
+    run_job(make_job(tiny_model, text_files, **changes), straight, executor="local")
+    job, db = write(tmp_path / "job.yaml", job_yaml(tiny_model, text_files, **changes)), tmp_path / "s.db"
+    command = [sys.executable, "-m", "paretopress.cli", "run", str(job), "--db", str(db), "--executor", "local"]
+    assert kill_after(command, db, len(snapshot(straight)[2]) // 2)
+    assert subprocess.run(command, capture_output=True).returncode == 0
+    assert snapshot(db) == snapshot(straight)
+    assert snapshot(db)[1] != uninterrupted[1]  # the surrogate chose other offspring than plain EvoPress
