@@ -232,11 +232,17 @@ def profile(args: argparse.Namespace) -> int:
     print(f"latency table on {table.device}, {args.dtype}, batch {args.batch} x {args.seq} tokens (median of "
           f"{args.repeats} rounds), store {args.db}")
     _table(("module", "kept", "ms", "of full width"),
-           [(module, kept, f"{1e3 * seconds:.3f}", f"{seconds / table.full[module]:.3f}")
+           [(module, kept, f"{1e3 * seconds:.3f}", _fraction(seconds, table.full[module]))
             for (module, kept), seconds in table.modules.items()])
     print(f"whole model {1e3 * table.model:.3f} ms; at full width the sub-layers take {1e3 * table.prunable:.3f} ms "
           f"({table.prunable / table.model:.1%}), the rest of the model {1e3 * (table.model - table.prunable):.3f} ms")
     return 0
+
+
+def _fraction(seconds: float, full: float) -> str:
+    """A width's time as a fraction of the full width's; "-" where the full width measured no time at all (on a
+    loaded machine a tiny module's difference to the model without it can come out at zero)."""
+    return f"{seconds / full:.3f}" if full > 0 else "-"
 
 
 def export(args: argparse.Namespace) -> int:
