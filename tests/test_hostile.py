@@ -155,7 +155,7 @@ def test_signals_mid_search_leave_an_interrupted_study_that_resumes(signals, exe
     for number in signals:
         process.send_signal(number)
         time.sleep(0.05)
-    assert process.wait(timeout=120) == code
+    assert process.wait(timeout=120) == code, process.stderr.read()  # what it said, should it end otherwise
     last = process.stderr.read().strip().splitlines()[-1]
     assert last == (f"paretopress: interrupted by {signal.Signals(signals[0]).name}; run the same command again "
                     f"to resume")
