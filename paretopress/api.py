@@ -65,7 +65,8 @@ class StoreView:
         return pd.DataFrame(rows, columns=STUDY_COLUMNS)
 
     def tokens(self, study: str | int) -> dict[str, int]:
-        """Tokens the study forwarded: by candidates, by baselines, by the teacher, and in total."""
+        """Tokens the study forwarded: by candidates (``search``: those on calibration samples), by baselines, by the
+        teacher, and in total."""
         tokens = study_tokens(self.store, self.store.study(study))
         return {**asdict(tokens), "total": tokens.total}
 

@@ -11,7 +11,6 @@ import time
 from typing import TYPE_CHECKING, TextIO
 
 from paretopress.api import open_store, plot_front
-from paretopress.evaluators.samples import CALIBRATION
 from paretopress.job import load_job
 from paretopress.kernel.errors import UserError
 from paretopress.report.front import study_front
@@ -111,7 +110,6 @@ def _outcome_table(outcome: Outcome, db: str) -> None:
     with Store(db, readonly=True) as store:
         study = store.study(outcome.study_id)
         runs = {run.label: run for run in store.baseline_runs(study.id)}
-        searched = sum(e.tokens for e in store.evaluations(study.id, CALIBRATION))
         tokens = study_tokens(store, study)
     seq_len = study.spec["evaluation"]["seq_len"]
     rows = []
@@ -120,7 +118,7 @@ def _outcome_table(outcome: Outcome, db: str) -> None:
         if run is not None:
             cost = (f"{baseline_tokens(run, seq_len):,}", f"{run.seconds:.1f}", run.passes)
         else:
-            cost = ("" if label == DENSE or label in outcome.baselines else f"{searched:,}", "", "")
+            cost = ("" if label == DENSE or label in outcome.baselines else f"{tokens.search:,}", "", "")
         other = outcome.confirmed.get(label)
         confirmed = () if other is None else (f"{other['kl']:.4f}", f"{other['ppl']:.3f}")
         rows.append((label, f"{int(values['params']):,}", f"{values['kl']:.4f}", f"{values['ppl']:.3f}", *confirmed,

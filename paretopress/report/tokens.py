@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from paretopress.evaluators.samples import CALIBRATION
 from paretopress.store.store import Store
 from paretopress.store.tables import BaselineRun, Study
 
@@ -14,6 +15,7 @@ class Tokens:
     candidates: int  # every candidate evaluation: the search, its screening and the held-out reports
     baselines: int  # the one-shot baselines' passes over their calibration samples
     teacher: int  # the dense model's outputs over the calibration and held-out pools
+    search: int  # of the candidates', those on calibration samples: what the search itself spent
 
     @property
     def total(self) -> int:
@@ -32,8 +34,10 @@ def baseline_tokens(run: BaselineRun, seq_len: int) -> int:
 def study_tokens(store: Store, study: Study) -> Tokens:
     evaluation = study.spec["evaluation"]
     runs = {run.settings_hash: run for run in store.baseline_runs(study.id)}  # one per run, not per budget
+    evaluations = store.evaluations(study.id)
     return Tokens(
-        candidates=sum(e.tokens for e in store.evaluations(study.id)),
+        candidates=sum(e.tokens for e in evaluations),
         baselines=sum(baseline_tokens(run, evaluation["seq_len"]) for run in runs.values()),
         teacher=(evaluation["calibration_samples"] + evaluation["heldout_samples"]) * evaluation["seq_len"],
+        search=sum(e.tokens for e in evaluations if e.pool == CALIBRATION),
     )
