@@ -96,7 +96,12 @@ def space_times(store: Store, model: nn.Module, spec: str, space: WidthSpace, la
     """The width space's unit times on ``latency``'s setting, from the store's table (measuring what it lacks)."""
     setting = Setting.from_spec(latency)
     table = latency_table(store, model, spec, space, setting, latency.repeats)
-    return time_table(space, table, model_key(model, spec), setting.name)
+    times = time_table(space, table, model_key(model, spec), setting.name)
+    if not times.consistent:
+        raise UserError(f"the latency table on {setting.name} is inconsistent: the sub-layers take "
+                        f"{1e3 * times.prunable:.3f} ms, the whole model {1e3 * times.dense:.3f} ms; measure again "
+                        "when the machine is quiet (paretopress profile --force) or with more repeats")
+    return times
 
 
 @dataclass(frozen=True)
@@ -150,12 +155,7 @@ def time_table(space: WidthSpace, table: dict[Key, float], whole: Key, device: s
     slower, and where noise measured it so, the wider one's time stands."""
     seconds = tuple(tuple(np.minimum.accumulate([table[key] for key in unit]).tolist())
                     for unit in space.latency_keys())
-    times = TimeTable(seconds, table[whole], device)
-    if times.prunable >= times.dense:
-        raise UserError(f"the latency table on {device} is inconsistent: the sub-layers take "
-                        f"{1e3 * times.prunable:.3f} ms, the whole model {1e3 * times.dense:.3f} ms; measure again "
-                        "when the machine is quiet (paretopress profile --force) or with more repeats")
-    return times
+    return TimeTable(seconds, table[whole], device)
 
 
 def measure(model: nn.Module, space: WidthSpace, whole: Key, setting: Setting, repeats: int) -> dict[Key, float]:

@@ -46,6 +46,11 @@ class TimeTable:
     def prunable(self) -> float:
         return math.fsum(unit[0] for unit in self.seconds)
 
+    @property
+    def consistent(self) -> bool:
+        """Whether the units take less than the whole model, as they must; noise on a loaded machine can break it."""
+        return self.prunable < self.dense
+
     def estimate(self, levels: Sequence[int]) -> float:
         """Estimated seconds of the model at these levels."""
         return self.dense - self.prunable + math.fsum(s[level] for s, level in zip(self.seconds, levels, strict=True))

@@ -6,7 +6,7 @@ from transformers import AutoModelForCausalLM
 
 from paretopress.cli import main
 from paretopress.kernel.errors import UserError
-from paretopress.profile import Setting, latency_table, median_times, model_key, time_table, timed_rounds
+from paretopress.profile import Setting, latency_table, median_times, model_key, space_times, time_table, timed_rounds
 from paretopress.spaces.specs.width import LatencySpec
 from paretopress.spaces.width import WidthSpace
 from paretopress.store.store import Store
@@ -49,16 +49,32 @@ def test_a_job_reads_a_complete_table_and_measures_an_incomplete_one_in_one_run(
         assert store.latencies(*setting.key()) == finer_table
 
 
-def test_time_table_never_makes_a_narrower_sub_layer_slower_and_refuses_inconsistent_tables(model):
-    space = WidthSpace(model, None, [1.0, 0.5, 0.0], "magnitude")
+def _noisy_table(space: WidthSpace, whole: float, name: str = "whole") -> dict:
     attention, mlp = (part.signature for part in space.parts)
-    table = {(attention, 2): 3e-4, (attention, 1): 4e-4, (attention, 0): 1e-6,  # noise: 1 group slower than 2
-             (mlp, 64): 2e-4, (mlp, 32): 1e-4, (mlp, 0): 1e-6, ("whole", 0): 5e-3}
-    times = time_table(space, table, ("whole", 0), "cpu")
+    return {(attention, 2): 3e-4, (attention, 1): 4e-4, (attention, 0): 1e-6,  # noise: 1 group slower than 2
+            (mlp, 64): 2e-4, (mlp, 32): 1e-4, (mlp, 0): 1e-6, (name, 0): whole}
+
+
+def test_time_table_never_makes_a_narrower_sub_layer_slower(model):
+    space = WidthSpace(model, None, [1.0, 0.5, 0.0], "magnitude")
+    times = time_table(space, _noisy_table(space, 5e-3), ("whole", 0), "cpu")
     assert times.seconds[0] == (3e-4, 3e-4, 1e-6) and times.seconds[1] == (2e-4, 1e-4, 1e-6)
-    assert times.estimate(space.dense().levels) == pytest.approx(5e-3)
-    with pytest.raises(UserError, match="inconsistent"):
-        time_table(space, {**table, ("whole", 0): 2e-3}, ("whole", 0), "cpu")  # 6 layers x 5e-4 > 2e-3
+    assert times.estimate(space.dense().levels) == pytest.approx(5e-3) and times.consistent
+    assert not time_table(space, _noisy_table(space, 2e-3), ("whole", 0), "cpu").consistent  # 6 x 5e-4 > 2e-3
+
+
+def test_a_search_refuses_an_inconsistent_stored_table_and_profile_shows_it(model, tiny_model, tmp_path, capsys):
+    latency = LatencySpec(seq=16, threads=1)
+    space = WidthSpace(model, None, [1.0, 0.5, 0.0], "magnitude")
+    whole = model_key(model, str(tiny_model))
+    db = tmp_path / "l.db"
+    with Store(db) as store:
+        store.record_latencies(*Setting.from_spec(latency).key(), _noisy_table(space, 2e-3, whole[0]), repeats=2)
+        with pytest.raises(UserError, match=r"inconsistent.*profile --force"):
+            space_times(store, model, str(tiny_model), space, latency)
+    assert main(["profile", str(tiny_model), "--db", str(db), "--seq", "16", "--threads", "1",
+                 "--channels", "1", "0.5", "0"]) == 0  # reads the stored table: shows it, says a search cannot use it
+    assert "a search cannot use this table" in capsys.readouterr().out
 
 
 def test_every_call_runs_once_per_round_after_warm_up():
