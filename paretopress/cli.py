@@ -83,6 +83,8 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, help="output directory")
     export.add_argument("--db", default=DEFAULT_DB)
     export.add_argument("--force", action="store_true", help="write into a non-empty directory")
+    export.add_argument("--format", default="transformers", dest="fmt",
+                        help="transformers (a safetensors checkpoint, the default) or gguf (one file for llama.cpp)")
     return parser
 
 

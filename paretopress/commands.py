@@ -251,8 +251,8 @@ def export(args: argparse.Namespace) -> int:
     from paretopress.report.export import export_candidate  # torch and transformers: only where a model runs
 
     quiet_transformers()
-    report = export_candidate(args.db, args.study, args.candidate, args.out, force=args.force)
-    print(f"wrote {report.out} (checkpoint and paretopress.json)")
+    report = export_candidate(args.db, args.study, args.candidate, args.out, force=args.force, fmt=args.fmt)
+    print(f"wrote {report.out}: {', '.join(report.files)} ({report.bytes:,} bytes) and paretopress.json")
     for metric, value in report.measured.items():
         stored = report.stored.get(metric)
         diff = report.relative_difference(metric)

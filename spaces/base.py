@@ -15,6 +15,8 @@ if TYPE_CHECKING:  # strategies and operators use spaces without torch
     import torch
     from torch import nn
 
+    from paretopress.spaces.gguf_types import TensorType
+
 
 class Space(ABC):
     """Units, their ordered levels, the budget rule, and how a genome is materialised on a model.
@@ -130,6 +132,11 @@ class Space(ABC):
     @abstractmethod
     def applied(self, model: nn.Module, genome: Genome) -> AbstractContextManager[nn.Module]:
         """Materialise ``genome`` on ``model`` in place, without copying weights; undone on exit."""
+
+    def gguf_tensors(self, model: nn.Module, genome: Genome) -> dict[nn.Module, tuple[TensorType, np.ndarray]]:
+        """The linears of ``model`` whose GGUF type the genome chose, with that type and the bytes a GGUF file stores;
+        none where the candidate's float weights are the model itself (blocks dropped, weights zeroed)."""
+        return {}
 
     @abstractmethod
     def materialise(self, model: nn.Module, genome: Genome) -> nn.Module:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from torch import nn
 
@@ -18,6 +19,11 @@ from paretopress.spaces.depth import DepthSpace
 from paretopress.spaces.genome import Genome
 from paretopress.spaces.linear import LinearSpace
 from paretopress.spaces.sparsequant import SparseQuantSpace
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from paretopress.spaces.gguf_types import TensorType
 
 
 class JointSpace(Space):
@@ -56,6 +62,10 @@ class JointSpace(Space):
         depth_genome, linear_genome = self.split(genome)
         with self.linear.applied(model, linear_genome), self.depth.applied(model, depth_genome):
             yield model
+
+    def gguf_tensors(self, model: nn.Module, genome: Genome) -> dict[nn.Module, tuple[TensorType, np.ndarray]]:
+        """The linear component's choices; those of dropped blocks are simply absent from the written file."""
+        return self.linear.gguf_tensors(model, self.split(genome)[1])
 
     def materialise(self, model: nn.Module, genome: Genome) -> nn.Module:
         depth_genome, linear_genome = self.split(genome)

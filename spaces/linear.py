@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 
 import numpy as np
@@ -145,6 +145,27 @@ class LinearSpace(Space):
             raised = {group[int(i)] for i in np.linspace(0, len(group), extra, endpoint=False)} if extra else set()
             for i in group:
                 levels[i] = base + (i in raised)
+        return Genome(tuple(levels))
+
+    def uniform_within_limit(self, rate: Callable[[int, int], float]) -> Genome:
+        """The most uniform genome under ``limit``, ``rate(unit, level)`` being a level's bits per weight.
+
+        Every unit at its first level of at most the same rate, the highest rate for which that fits (a unit with no
+        level that low at its last), then, in unit order, units given their next level up while that still fits
+        (deterministic, unlike ``repair``).
+        """
+        rates = sorted({rate(i, level) for i, count in enumerate(self.num_levels) for level in range(count)},
+                       reverse=True)
+        for threshold in rates:
+            levels = [next((level for level in range(count) if rate(i, level) <= threshold), count - 1)
+                      for i, count in enumerate(self.num_levels)]
+            if self.limit.fits(levels):
+                break
+        for i in range(len(levels)):
+            if levels[i]:
+                levels[i] -= 1
+                if not self.limit.fits(levels):
+                    levels[i] += 1
         return Genome(tuple(levels))
 
     def cached_weight(self, model: nn.Module, index: int, level: int) -> torch.Tensor:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import nn
@@ -26,6 +26,11 @@ from paretopress.spaces import levels
 from paretopress.spaces.budget import Limit
 from paretopress.spaces.genome import Genome
 from paretopress.spaces.linear import LinearSpace
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from paretopress.spaces.gguf_types import TensorType
 
 QuantBuilder = Literal["rtn", "gptq"]
 SUPPORTED_BITS = (*range(2, 9), 16)
@@ -100,20 +105,9 @@ class QuantSpace(LinearSpace):
         return tuple(min(len(g) * top, math.ceil(fraction * len(g) * top - 1e-9)) for g in self.switch_groups)
 
     def uniform(self) -> Genome:
-        """Under a limit: every unit at the widest bit-width that fits for all, then, in layer order, units given the
-        next wider one while that still fits (deterministic, unlike ``repair``)."""
         if self.exact:
             return super().uniform()
-        count = len(self.units)
-        level = next(level for level in range(len(self.widths)) if self.limit.fits([level] * count))
-        levels = [level] * count
-        if level == 0:  # the widest bit-width fits for all: nothing wider to give
-            return Genome(tuple(levels))
-        for i in range(count):
-            levels[i] -= 1
-            if not self.limit.fits(levels):
-                levels[i] += 1
-        return Genome(tuple(levels))
+        return self.uniform_within_limit(lambda index, level: self.widths[level])
 
     def identity(self) -> dict:
         return {"kind": self.kind, "builder": self.builder, "widths": self.widths, "group_size": self.group_size}
@@ -129,6 +123,10 @@ class QuantSpace(LinearSpace):
         return {"kind": self.kind, "bits": self.bits, "widths": list(self.widths), "group_size": self.group_size,
                 "builder": self.builder, "tie": self.tie, "budget": "exact" if self.exact else "at most",
                 "units": list(self.units)}
+
+    def gguf_tensors(self, model: nn.Module, genome: Genome) -> dict[nn.Module, tuple[TensorType, np.ndarray]]:
+        raise UserError("a quant genome's group-wise codes have no GGUF type: search kind gguf to export GGUF, or "
+                        "export it with --format transformers")
 
     def build_unit(self, index: int, weight: torch.Tensor, xtx: torch.Tensor | None) -> dict[str, torch.Tensor]:
         widths = [w for w in self.widths if w != UNQUANTIZED]  # the unquantized level is the model's own weight

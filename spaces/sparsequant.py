@@ -12,6 +12,7 @@ reports it exactly.
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING
 
 from torch import nn
 
@@ -20,6 +21,11 @@ from paretopress.spaces.base import Space
 from paretopress.spaces.genome import Genome
 from paretopress.spaces.quant import SCALE_BITS, QuantSpace
 from paretopress.spaces.sparsity import NESTED, SparsitySpace
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from paretopress.spaces.gguf_types import TensorType
 
 COMPONENTS = ("sparsity", "bits")
 
@@ -84,6 +90,9 @@ class SparseQuantSpace(Space):
         weights = ((i, self.sparsity.level_weight(i, s, self.quant.cached_weight(model, i, q)))
                    for i, (s, q) in enumerate(zip(sparsity_genome.levels, quant_genome.levels, strict=True)))
         return self.quant.swapped(model, weights)
+
+    def gguf_tensors(self, model: nn.Module, genome: Genome) -> dict[nn.Module, tuple[TensorType, np.ndarray]]:
+        return self.quant.gguf_tensors(model, self.split(genome)[1])
 
     def materialise(self, model: nn.Module, genome: Genome) -> nn.Module:
         sparsity_genome, quant_genome = self.split(genome)

@@ -20,7 +20,8 @@ from paretopress.inputs.models import quiet_transformers
 from paretopress.job import JobSpec
 from paretopress.kernel.errors import UserError
 from paretopress.kernel.params import count_nonzero_parameters, count_parameters
-from paretopress.report.export import export_candidate, save_checkpoint
+from paretopress.report.export import export_candidate
+from paretopress.report.formats.transformers import save_checkpoint
 from paretopress.run import build_space, run_job
 from paretopress.search.operators import distinct_offspring
 from paretopress.search.stage import StageForward
@@ -36,6 +37,7 @@ SPACES = {
                       "calibration_samples": 4},
     "quant": {"kind": "quant", "bits": 4.0, "widths": [2, 3, 4], "group_size": 16, "builder": "gptq",
               "calibration_samples": 4},
+    "gguf": {"kind": "gguf", "bits": 5.0},  # down_proj's 256-wide rows take K-quants, the others legacy types
     "width": {"kind": "width", "speedup": 1.3, "channels": [1.0, 0.5, 0.25, 0.0], "calibration_samples": 4},
     "joint": {"kind": "joint", "depth": {"drop": 1},
               "sparsity": {"sparsity": 0.5, "builder": "magnitude", "levels": 2},

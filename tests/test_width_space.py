@@ -13,7 +13,8 @@ from paretopress.job import JobSpec
 from paretopress.kernel.errors import UserError
 from paretopress.kernel.params import count_parameters
 from paretopress.profile import Setting, model_key
-from paretopress.report.export import export_candidate, save_checkpoint
+from paretopress.report.export import export_candidate
+from paretopress.report.formats.transformers import save_checkpoint
 from paretopress.run import build_space, run_job
 from paretopress.search.operators import mutate
 from paretopress.spaces import pruned

@@ -1,17 +1,16 @@
-"""``paretopress export``: a chosen candidate as a config file and a checkpoint plain transformers loads.
+"""``paretopress export``: a chosen candidate as a config file and the files of one format (``formats/``).
 
-The export re-measures held-out metrics on the reloaded checkpoint and reports them next to the store's values.
+The export re-measures held-out metrics on what the format's files load back as and reports them next to the
+store's values, with the bytes the weights take on disk.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from paretopress.evaluators.metrics import score
 from paretopress.evaluators.samples import HELDOUT
@@ -20,10 +19,10 @@ from paretopress.inputs.models import load_model, load_tokenizer
 from paretopress.inputs.pools import prepare_pools
 from paretopress.job import JobSpec
 from paretopress.kernel.errors import UserError
+from paretopress.report.formats import FORMATS
 from paretopress.report.front import best_candidate
 from paretopress.run import build_space
 from paretopress.search.controller import REPORT_EVALUATORS
-from paretopress.spaces import pruned
 from paretopress.spaces.genome import Genome
 from paretopress.store.store import Store
 
@@ -35,6 +34,11 @@ class ExportReport:
     out: Path
     stored: dict[str, float]
     measured: dict[str, float]
+    files: dict[str, int]  # the files holding the weights -> their bytes on disk
+
+    @property
+    def bytes(self) -> int:
+        return sum(self.files.values())
 
     def relative_difference(self, metric: str) -> float | None:
         if metric not in self.stored:
@@ -43,8 +47,9 @@ class ExportReport:
 
 
 def export_candidate(db_path: str | Path, study_ref: str, candidate_ref: str, out: str | Path,
-                     force: bool = False, threads: int | None = None) -> ExportReport:
+                     force: bool = False, threads: int | None = None, fmt: str = "transformers") -> ExportReport:
     out = Path(out)
+    writer = FORMATS[fmt]()
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
         raise UserError(f"{out} exists and is not empty; choose another directory or pass --force")
     store = Store(db_path, readonly=True)
@@ -63,11 +68,11 @@ def export_candidate(db_path: str | Path, study_ref: str, candidate_ref: str, ou
     pools = prepare_pools(model, job.model, documents, job.evaluation, job.run.batch_size)
     space = build_space(job, model, documents)
     genome = Genome.from_json(candidate.genome)
-    remote = save_checkpoint(space.materialise(model, genome), out)
-    load_tokenizer(job.model).save_pretrained(out)
-    reloaded = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32, trust_remote_code=remote).eval()
+    cost = space.cost(genome)
+    files = {path.name: path.stat().st_size
+             for path in writer.write(space, model, genome, load_tokenizer(job.model), out)}
     heldout = pools[HELDOUT]
-    measured = score(reloaded, heldout.tokens, heldout.teacher, REPORT_EVALUATORS, job.run.batch_size)
+    measured = score(writer.load(out), heldout.tokens, heldout.teacher, REPORT_EVALUATORS, job.run.batch_size)
     config = {
         "study": study.name,
         "candidate": candidate_id,
@@ -76,24 +81,15 @@ def export_candidate(db_path: str | Path, study_ref: str, candidate_ref: str, ou
         "data": job.data,
         "space": {k: v for k, v in space.describe().items() if k != "units"},
         "levels": space.as_mapping(genome),
-        "cost": space.cost(genome),
+        "cost": cost,
+        "format": fmt,
+        "files": files,
+        "bytes": sum(files.values()),
         "metrics": {"store": stored, "export": measured, "pool": HELDOUT, "samples": job.evaluation.heldout_samples,
                     "seq_len": job.evaluation.seq_len},
     }
     (out / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
-    return ExportReport(out, stored, measured)
-
-
-def save_checkpoint(model: PreTrainedModel, out: Path) -> bool:
-    """``save_pretrained``, plus the per-layer loader where the config cannot describe the shapes; whether it did.
-
-    Such a checkpoint loads with ``AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True)``.
-    """
-    model.save_pretrained(out)
-    remote = hasattr(model.config, pruned.LAYOUT)
-    if remote:
-        shutil.copyfile(pruned.__file__, out / f"{pruned.LOADER_MODULE}.py")
-    return remote
+    return ExportReport(out, stored, measured, files)
 
 
 def _candidate_id(store: Store, study_id: int, ref: str) -> int:

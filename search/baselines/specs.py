@@ -53,7 +53,7 @@ BASELINES: Registry[type[BaselineSpec]] = Registry("baseline", tag="method")
 @BASELINES.register("uniform")
 class UniformSpec(BaselineSpec):
     method: Literal["uniform"] = "uniform"
-    applies_to = ("sparsity", "quant")
+    applies_to = ("sparsity", "quant", "gguf")
 
     def build(self) -> Baseline:
         from paretopress.search.baselines.linear import Uniform
@@ -118,7 +118,7 @@ class FinerCutSpec(BaselineSpec):
 @BASELINES.register("spdy")
 class SPDYSpec(BaselineSpec):
     method: Literal["spdy"] = "spdy"
-    applies_to = ("depth", "sparsity", "quant", "width")
+    applies_to = ("depth", "sparsity", "quant", "gguf", "width")
 
     def build(self) -> Baseline:
         from paretopress.search.baselines.spdy import SPDY

@@ -1,6 +1,6 @@
 """Every space kind's job-file spec, registered by importing its module here (one line per kind)."""
 
-from paretopress.spaces.specs import depth, joint, quant, sparsity, width  # noqa: F401 - registers the kinds
+from paretopress.spaces.specs import depth, gguf, joint, quant, sparsity, width  # noqa: F401 - registers the kinds
 from paretopress.spaces.specs.base import SPACES, Inputs, Relaxation, SpaceSpec
 
 

@@ -73,7 +73,7 @@ def make_tiny_model(folder: Path, text_files: list[Path]) -> Path:
     return folder
 
 
-_ATTENTION = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4,
+_ATTENTION = {"hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4,
               "num_key_value_heads": 2, "max_position_embeddings": 256}
 _GEMMA = {**_ATTENTION, "head_dim": 16, "query_pre_attn_scalar": 16, "sliding_window": 8,
           "layer_types": ["sliding_attention", "full_attention"] * 2}
@@ -86,7 +86,7 @@ TINY_ARCHITECTURES = {  # class name -> (config class, its settings): what makes
                                            "final_logit_softcapping": 30.0}),
     "Gemma3ForCausalLM": ("Gemma3TextConfig", _GEMMA),
     "Phi3ForCausalLM": ("Phi3Config", {**_ATTENTION, "pad_token_id": 0}),  # fused qkv_proj and gate_up_proj
-    "GPT2LMHeadModel": ("GPT2Config", {"n_embd": 64, "n_inner": 128, "n_layer": 4, "n_head": 4,
+    "GPT2LMHeadModel": ("GPT2Config", {"n_embd": 64, "n_inner": 256, "n_layer": 4, "n_head": 4,
                                        "n_positions": 256}),  # Conv1D projections, attn / ln_1
 }
 

@@ -1,0 +1,156 @@
+"""``--format gguf``: one ``.gguf`` file for llama.cpp, every linear in the type its genome chose.
+
+Linears of a gguf space are written as the exact bytes the search evaluated (``Space.gguf_tensors``); every other
+tensor as a float: F32 for vectors (norms), as llama.cpp keeps them, and F16 for matrices (embeddings, and linears
+of spaces whose float weights are the model: depth, sparsity with its zeros). Tensor names and the q/k row order
+follow llama.cpp's converter (rotary pairs interleaved, which ``transformers`` undoes when it loads the file), as do
+the architecture metadata and a byte-level BPE tokenizer's vocabulary and merges. Llama-architecture models only,
+for now: the architecture table in the README says which exports hold where.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from tempfile import TemporaryDirectory
+
+import gguf
+import numpy as np
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
+
+from paretopress.kernel.errors import UserError
+from paretopress.report.formats.base import FORMATS, ExportFormat
+from paretopress.spaces import pruned
+from paretopress.spaces.base import Space
+from paretopress.spaces.genome import Genome
+from paretopress.spaces.gguf_types import TYPES, TensorType
+
+FILE = "model.gguf"
+ARCHITECTURES = {"llama": gguf.MODEL_ARCH.LLAMA}  # transformers model_type -> llama.cpp architecture
+FLOAT = TYPES["F16"]
+
+
+@FORMATS.register("gguf")
+class GgufFile(ExportFormat):
+    name = "gguf"
+
+    def write(self, space: Space, model: PreTrainedModel, genome: Genome, tokenizer: PreTrainedTokenizerBase,
+              out: Path) -> list[Path]:
+        config = model.config
+        if config.model_type not in ARCHITECTURES:
+            raise UserError(f"export --format gguf writes {', '.join(ARCHITECTURES)} models, not {config.model_type} "
+                            "yet; use --format transformers")
+        chosen = space.gguf_tensors(model, genome)  # before materialising: dropped blocks' modules still exist
+        model = space.materialise(model, genome)
+        if hasattr(model.config, pruned.LAYOUT):
+            raise UserError("export --format gguf: this candidate's layers differ in shape (narrowed or stubbed "
+                            "sub-layers), which a llama GGUF file cannot state; use --format transformers")
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / FILE
+        writer = gguf.GGUFWriter(path, gguf.MODEL_ARCH_NAMES[ARCHITECTURES[config.model_type]])
+        _metadata(writer, model)
+        _tokenizer(writer, tokenizer, config.vocab_size)
+        for name, data, qtype in _tensors(model, chosen):
+            writer.add_tensor(name, data, raw_dtype=qtype)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        return [path]
+
+    def load(self, out: Path) -> nn.Module:
+        return AutoModelForCausalLM.from_pretrained(out, gguf_file=FILE, dtype=torch.float32).eval()
+
+
+def _metadata(writer: gguf.GGUFWriter, model: PreTrainedModel) -> None:
+    """The llama architecture's hyperparameters, as llama.cpp and transformers read them."""
+    config = model.config
+    if getattr(config, "rope_scaling", None) and config.rope_scaling.get("rope_type", "default") != "default":
+        raise UserError(f"export --format gguf: rope scaling {config.rope_scaling.get('rope_type')!r} is not written "
+                        "yet; use --format transformers")
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    writer.add_name(getattr(config, "_name_or_path", "") or config.model_type)
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_head_count(config.num_attention_heads)
+    writer.add_head_count_kv(config.num_key_value_heads)
+    writer.add_rope_dimension_count(head_dim)
+    writer.add_rope_freq_base(float(_rope_theta(config)))
+    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    writer.add_vocab_size(config.vocab_size)
+
+
+def _rope_theta(config: object) -> float:
+    theta = getattr(config, "rope_theta", None)
+    if theta is None:  # newer configs keep it with the rope parameters
+        theta = (getattr(config, "rope_parameters", None) or {}).get("rope_theta", 10000.0)
+    return theta
+
+
+def _tokenizer(writer: gguf.GGUFWriter, tokenizer: PreTrainedTokenizerBase, vocab_size: int) -> None:
+    """A byte-level BPE vocabulary (llama.cpp's ``gpt2`` model): tokens by id, their types, merges, special ids."""
+    with TemporaryDirectory() as folder:
+        tokenizer.save_pretrained(folder)
+        saved = Path(folder) / "tokenizer.json"
+        spec = json.loads(saved.read_text()) if saved.is_file() else {}
+        if spec.get("model", {}).get("type") != "BPE":
+            raise UserError("export --format gguf writes byte-level BPE tokenizers only, and this model's is not one; "
+                            "use --format transformers")
+        special = gguf.SpecialVocab(folder, load_merges=True, n_vocab=vocab_size)
+    by_id = {index: token for token, index in tokenizer.get_vocab().items()}
+    added = {token.content: token.special for token in tokenizer.added_tokens_decoder.values()}
+    tokens, types = [], []
+    for index in range(vocab_size):
+        token = by_id.get(index)
+        if token is None:  # the embedding has rows no token uses
+            tokens.append(f"[PAD{index}]")
+            types.append(gguf.TokenType.UNUSED)
+        else:
+            tokens.append(token)
+            types.append(gguf.TokenType.NORMAL if token not in added else
+                         gguf.TokenType.CONTROL if added[token] else gguf.TokenType.USER_DEFINED)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    special.add_to_gguf(writer, quiet=True)
+
+
+def _tensors(model: PreTrainedModel, chosen: dict[nn.Module, tuple[TensorType, np.ndarray]]
+             ) -> list[tuple[str, np.ndarray, gguf.GGMLQuantizationType | None]]:
+    """Every tensor under its llama.cpp name with its data and type (None: float32 as it is): the chosen bytes where
+    the genome chose them, floats elsewhere."""
+    config = model.config
+    names = gguf.get_tensor_name_map(ARCHITECTURES[config.model_type], config.num_hidden_layers)
+    tensors = []
+    for key, parameter in model.state_dict().items():
+        module_name, _, suffix = key.rpartition(".")
+        if key == "lm_head.weight" and config.tie_word_embeddings:
+            continue
+        name = names.get_name(module_name)
+        if name is None:
+            raise UserError(f"export --format gguf: no llama.cpp name for tensor {key}; use --format transformers")
+        module = model.get_submodule(module_name)
+        if suffix == "weight" and module in chosen:
+            tensor_type, data = chosen[module]
+            qtype = tensor_type.qtype
+        elif parameter.ndim == 2:
+            data, qtype = FLOAT.quantize(parameter.detach().float().numpy()), FLOAT.qtype
+        else:
+            data, qtype = parameter.detach().float().numpy(), None
+        tensors.append((f"{name}.{suffix}", _rotary_order(name, data, config), qtype))
+    return tensors
+
+
+def _rotary_order(name: str, rows: np.ndarray, config: object) -> np.ndarray:
+    """q and k rows reordered as llama.cpp's converter does (each head's two rotary halves interleaved); rows are
+    quantized independently, so this reorders stored bytes exactly."""
+    leaf = name.rpartition(".")[2]
+    if leaf not in ("attn_q", "attn_k"):
+        return rows
+    heads = config.num_attention_heads if leaf == "attn_q" else config.num_key_value_heads
+    return rows.reshape(heads, 2, rows.shape[0] // heads // 2, *rows.shape[1:]).swapaxes(1, 2).reshape(rows.shape)

@@ -1,0 +1,157 @@
+"""The gguf space: a GGUF tensor type per decoder linear, at most ``bits`` bits per weight as the file stores them.
+
+A unit's levels are the configured types (``spaces/gguf_types.py``) whose blocks its row length allows, from the
+most bits per weight to the fewest, so units differ in their levels: K-quants need rows of a multiple of 256 weights
+(SmolLM2's 576-wide inputs allow only the 32-weight legacy types; its 1536-wide ``down_proj`` allows all). A level
+costs exactly the bytes llama.cpp reads for that tensor, scales included. Such costs have no level switch that keeps
+their sum fixed, so the budget is a ``Limit`` on the total: every genome stays at or below ``bits`` on average over
+the linears, a search repairs its genomes onto that limit, and each candidate's exact average is reported.
+
+The level database stores each quantized type's bytes; a level's weight is what gguf dequantizes from them, so a
+candidate is evaluated on the weights its exported file holds. Float types (F16, BF16) are the dense weight rounded,
+computed on use rather than stored. The matrices no unit owns (embeddings, an untied output head) are written in
+F16, so candidates are evaluated with them rounded to F16 too; norms stay float32, as the file keeps them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+from torch import nn
+
+from paretopress.kernel.errors import UserError
+from paretopress.spaces.budget import Limit
+from paretopress.spaces.genome import Genome
+from paretopress.spaces.gguf_types import TYPES, TensorType
+from paretopress.spaces.linear import LinearSpace
+
+FLOAT_TYPES = ("F16", "BF16")  # rounded on use: nothing to store
+FILE_FLOAT = torch.float16  # what a GGUF export writes the matrices in that no unit owns
+
+
+class GgufSpace(LinearSpace):
+    kind = "gguf"
+    builder = "rtn"  # llama.cpp's reference quantizers, as llama-quantize without an importance matrix
+    needs_calibration = False
+
+    def __init__(self, model: nn.Module, bits: float, types: list[str], tie: bool = False) -> None:
+        super().__init__(model, tie)
+        unknown = [name for name in types if name not in TYPES]
+        if unknown:
+            raise UserError(f"GGUF type {unknown[0]!r} is not one the gguf space writes; choose from "
+                            f"{', '.join(TYPES)}")
+        self.type_names = tuple(name for name in TYPES if name in types)  # the most bits per weight first
+        self.types = tuple(self._unit_types(unit, cols)
+                           for unit, (_, cols) in zip(self.units, self.shapes, strict=True))
+        self.num_levels = tuple(len(names) for names in self.types)
+        self.weights = sum(self.numels)
+        self.bits = bits
+        self.switch_groups, self.group_targets = (), ()
+        costs = tuple(tuple(self.unit_bits(i, level) for level in range(count))
+                      for i, count in enumerate(self.num_levels))
+        self.limit = Limit(costs, math.floor(bits * self.weights))
+        self._check_budget()
+
+    def _unit_types(self, unit: str, row_length: int) -> tuple[str, ...]:
+        fitting = tuple(name for name in self.type_names if TYPES[name].fits(row_length))
+        if not fitting:
+            raise UserError(f"none of the GGUF types {list(self.type_names)} fits {unit}, whose rows hold {row_length} "
+                            f"weights; add one whose block divides it (Q8_0, Q5_0 and Q4_0 take multiples of 32)")
+        return fitting
+
+    def unit_type(self, index: int, level: int) -> TensorType:
+        return TYPES[self.types[index][level]]
+
+    def unit_bits(self, index: int, level: int) -> int:
+        rows, cols = self.shapes[index]
+        return 8 * rows * self.unit_type(index, level).row_bytes(cols)
+
+    def _check_budget(self) -> None:
+        least = sum(costs[-1] for costs in self.limit.costs) / self.weights
+        most = sum(costs[0] for costs in self.limit.costs) / self.weights
+        if not least <= self.bits <= most:
+            raise UserError(f"gguf budget {self.bits:g} bits per weight is impossible: with types "
+                            f"{list(self.type_names)} on this model's linears (scales counted) the average lies "
+                            f"between {least:.4f} and {most:.4f}")
+
+    def uniform(self) -> Genome:
+        return self.uniform_within_limit(lambda index, level: self.unit_type(index, level).bits_per_weight)
+
+    def identity(self) -> dict:
+        return {"kind": self.kind, "builder": self.builder, "types": self.type_names}
+
+    def cost(self, genome: Genome) -> dict[str, float]:
+        total = self.limit.total(genome.levels)
+        return {"params": self.total_params, "bits": total / self.weights, "bytes": total / 8}
+
+    def kept_cost(self, kept: dict[int, int], params: float) -> dict[str, float]:
+        return {"bytes": sum(self.unit_bits(i, level) for i, level in kept.items()) / 8}
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "bits": self.bits, "types": list(self.type_names), "builder": self.builder,
+                "tie": self.tie, "budget": "at most", "units": list(self.units),
+                "levels": {unit: list(names) for unit, names in zip(self.units, self.types, strict=True)}}
+
+    def build_unit(self, index: int, weight: torch.Tensor, xtx: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        array = weight.numpy()
+        return {f"{self.units[index]}.{name}": torch.from_numpy(TYPES[name].quantize(array))
+                for name in self.types[index] if name not in FLOAT_TYPES}
+
+    def encoded(self, index: int, level: int, dense: torch.Tensor) -> np.ndarray:
+        """The bytes the file stores for the unit at ``level``: uint8 [rows, row bytes], rows quantized alone."""
+        name = self.types[index][level]
+        if name in FLOAT_TYPES:
+            return TYPES[name].quantize(dense.detach().float().numpy())
+        return self._stored(f"{self.units[index]}.{name}").numpy()
+
+    def level_weight(self, index: int, level: int, dense: torch.Tensor) -> torch.Tensor:
+        """Dequantized by gguf from the level's bytes, on first use in a process (``cached_weight`` keeps it)."""
+        data = self.encoded(index, level, dense)
+        return torch.from_numpy(self.unit_type(index, level).dequantize(data, self.shapes[index]))
+
+    @contextmanager
+    def applied(self, model: nn.Module, genome: Genome) -> Iterator[nn.Module]:
+        with super().applied(model, genome), self._file_floats(model):
+            yield model
+
+    def materialise(self, model: nn.Module, genome: Genome) -> nn.Module:
+        model = super().materialise(model, genome)
+        with torch.no_grad():
+            for module in _unowned(model):
+                module.weight.copy_(module.weight.to(FILE_FLOAT))
+        return model
+
+    @contextmanager
+    def _file_floats(self, model: nn.Module) -> Iterator[None]:
+        """The embeddings and output head as the file holds them; a tied head shares the embedding's rounded copy."""
+        originals = [(module, module.weight) for module in _unowned(model)]
+        rounded: dict[int, nn.Parameter] = {}
+        for module, weight in originals:
+            if id(weight) not in rounded:
+                rounded[id(weight)] = nn.Parameter(weight.detach().to(FILE_FLOAT).to(weight.dtype), requires_grad=False)
+            module.weight = rounded[id(weight)]
+        try:
+            yield
+        finally:
+            for module, weight in originals:
+                module.weight = weight
+
+    def gguf_tensors(self, model: nn.Module, genome: Genome) -> dict[nn.Module, tuple[TensorType, np.ndarray]]:
+        """Each linear with its type and bytes: a row slice of its unit's (a tied unit's members are its row ranges)."""
+        tensors = {}
+        for index, level in enumerate(genome.levels):
+            data = self.encoded(index, level, self.dense_weight(model, index))
+            starts = np.cumsum((0, *self.rows[index]))
+            for name, start, end in zip(self.members[index], starts, starts[1:], strict=False):
+                tensors[model.get_submodule(name)] = (self.unit_type(index, level), data[start:end])
+        return tensors
+
+
+def _unowned(model: nn.Module) -> list[nn.Module]:
+    """The input embeddings and the output head (once where they are one module)."""
+    modules = [model.get_input_embeddings(), model.get_output_embeddings()]
+    return [m for i, m in enumerate(modules) if m is not None and all(m is not other for other in modules[:i])]

@@ -1,0 +1,154 @@
+"""The gguf space and ``export --format gguf`` on a tiny Llama whose down_proj rows (256 weights) take K-quants.
+
+What the search evaluates is what the file holds: a level's weight is gguf's dequantization of the stored bytes, a
+genome's bits are the file's, and the exported file, loaded by transformers, gives the store's held-out metrics.
+"""
+
+import gguf
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from transformers import AutoModelForCausalLM
+
+from paretopress.cli import main
+from paretopress.job import JobSpec
+from paretopress.kernel.errors import UserError
+from paretopress.report.export import export_candidate
+from paretopress.run import build_space, run_job
+from paretopress.spaces.gguf import GgufSpace
+from paretopress.spaces.gguf_types import TYPES
+from paretopress.spaces.specs.gguf import DEFAULT_TYPES
+from tests.support import job_yaml, make_tiny_architecture, refused
+
+GGUF = {"kind": "gguf", "bits": 5.0}
+LEGACY = ("Q8_0", "Q5_0", "Q4_0")  # the default types that fit 64-wide rows
+
+
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory, text_files):
+    return make_tiny_architecture("LlamaForCausalLM", tmp_path_factory.mktemp("llama"), text_files)
+
+
+@pytest.fixture(scope="module")
+def model(llama):
+    return AutoModelForCausalLM.from_pretrained(llama, dtype=torch.float32).eval()
+
+
+def job(llama, text_files, space=GGUF, **changes) -> JobSpec:
+    return JobSpec.model_validate(job_yaml(llama, text_files, space=space, **changes))
+
+
+def test_each_linear_chooses_among_the_types_its_rows_allow(model):
+    space = GgufSpace(model, 5.0, list(DEFAULT_TYPES))
+    for unit, names, (_, cols) in zip(space.units, space.types, space.shapes, strict=True):
+        assert names == (DEFAULT_TYPES if cols % 256 == 0 else LEGACY), unit
+        assert list(names) == sorted(names, key=lambda name: -TYPES[name].bits_per_weight)
+    assert {unit.rpartition(".")[2] for unit, names in zip(space.units, space.types, strict=True)
+            if "Q4_K" in names} == {"down_proj"}
+
+
+def test_a_levels_cost_is_the_bytes_gguf_stores_for_that_tensor(model):
+    space = GgufSpace(model, 5.0, ["F16", *DEFAULT_TYPES])
+    for index, (rows, cols) in enumerate(space.shapes):
+        for level, name in enumerate(space.types[index]):
+            size = gguf.quants.quant_shape_to_byte_shape((rows, cols), TYPES[name].qtype)
+            assert space.unit_bits(index, level) == 8 * size[0] * size[1]
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), bits=st.floats(4.2, 8.0))
+def test_every_genome_is_within_the_budget_and_on_its_boundary(model, seed, bits):
+    space = GgufSpace(model, bits, list(DEFAULT_TYPES))
+    genome = space.random_genome(np.random.default_rng(seed))
+    assert space.is_feasible(genome) and space.cost(genome)["bits"] <= bits
+    for i, level in enumerate(genome.levels):  # no single step towards the dense model still fits
+        if level:
+            assert not space.limit.fits(genome.levels[:i] + (level - 1,) + genome.levels[i + 1:])
+    uniform = space.uniform()
+    assert space.is_feasible(uniform) and space.cost(uniform)["bits"] <= bits
+
+
+def test_levels_are_gguf_bytes_and_candidates_get_their_dequantized_weights(model, llama, text_files):
+    space = build_space(job(llama, text_files, {**GGUF, "types": ["F16", "Q8_0", "Q4_K", "Q4_0", "Q2_K"]}), model)
+    down = next(i for i, unit in enumerate(space.units) if unit.endswith("down_proj"))
+    dense = space.dense_weight(model, down).detach()
+    for level, name in enumerate(space.types[down]):
+        data = space.encoded(down, level, dense)
+        assert np.array_equal(data, TYPES[name].quantize(dense.numpy()))  # stored once, as the codec writes it
+        expected = gguf.quants.dequantize(data, TYPES[name].qtype)
+        assert torch.equal(space.level_weight(down, level, dense), torch.from_numpy(expected))
+    genome = space.uniform()
+    with space.applied(model, genome):
+        applied = model.get_submodule(space.units[down]).weight.detach().clone()
+    assert torch.equal(applied, space.level_weight(down, genome.levels[down], dense))
+
+
+def test_tied_units_give_each_member_its_own_rows_of_the_bytes(model, llama, text_files):
+    space = build_space(job(llama, text_files, {**GGUF, "tie": True}), model)
+    genome = space.uniform()
+    tensors = space.gguf_tensors(model, genome)
+    fused = next(i for i, members in enumerate(space.members) if len(members) == 3)
+    whole = space.encoded(fused, genome.levels[fused], space.dense_weight(model, fused))
+    parts = [tensors[model.get_submodule(name)][1] for name in space.members[fused]]
+    assert np.array_equal(np.concatenate(parts), whole) and [len(p) for p in parts] == list(space.rows[fused])
+
+
+@pytest.mark.parametrize("space", [GGUF, {**GGUF, "tie": True}, {"kind": "depth", "drop": 1}],
+                         ids=["gguf", "gguf tied", "depth"])
+def test_a_gguf_export_loads_in_transformers_with_the_stores_metrics(space, llama, text_files, tmp_path, capsys):
+    spec = job(llama, text_files, space, **{"strategy.generations": 2})
+    outcome = run_job(spec, tmp_path / "s.db", executor="local")
+    assert all(cost.get("bits", 0) <= 5.0 for label, cost in outcome.costs.items() if label != "dense")
+    assert main(["export", "tiny", "--db", str(tmp_path / "s.db"), "--out", str(tmp_path / "out"),
+                 "--candidate", "best", "--format", "gguf"]) == 0
+    assert "model.gguf" in capsys.readouterr().out
+    report = export_candidate(tmp_path / "s.db", "tiny", "best", tmp_path / "out", force=True, fmt="gguf")
+    assert report.relative_difference("ppl") < 1e-3 and report.relative_difference("kl") < 1e-3
+    reader = gguf.GGUFReader(tmp_path / "out" / "model.gguf")
+    types = {tensor.name: tensor.tensor_type.name for tensor in reader.tensors}
+    if space["kind"] == "gguf":
+        linears = {name: kind for name, kind in types.items() if "blk." in name and "norm" not in name}
+        stored = sum(tensor.n_bytes for tensor in reader.tensors if tensor.name in linears)
+        assert 8 * stored == pytest.approx(report_bits(tmp_path) * linear_weights(reader, linears))
+        assert any(kind.endswith("_K") for kind in linears.values())
+    assert report.bytes == (tmp_path / "out" / "model.gguf").stat().st_size
+
+
+def report_bits(tmp_path) -> float:
+    import json
+
+    return json.loads((tmp_path / "out" / "paretopress.json").read_text())["cost"]["bits"]
+
+
+def linear_weights(reader: gguf.GGUFReader, names: dict) -> int:
+    return sum(int(tensor.n_elements) for tensor in reader.tensors if tensor.name in names)
+
+
+def test_a_quant_genome_is_refused_as_gguf_in_one_line(llama, text_files, tmp_path, capsys):
+    quant = {"kind": "quant", "bits": 4.0, "widths": [2, 3, 4], "group_size": 16, "builder": "rtn"}
+    run_job(job(llama, text_files, quant, **{"strategy.generations": 1}), tmp_path / "s.db", executor="local")
+    capsys.readouterr()
+    assert main(["export", "tiny", "--db", str(tmp_path / "s.db"), "--out", str(tmp_path / "out"),
+                 "--candidate", "best", "--format", "gguf"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "search kind gguf to export GGUF" in err and "\n" not in err and not (tmp_path / "out").exists()
+    assert main(["export", "tiny", "--db", str(tmp_path / "s.db"), "--out", str(tmp_path / "out"),
+                 "--candidate", "best", "--format", "onnx"]) == 2
+    assert "unknown export format 'onnx'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("space, message", [
+    ({**GGUF, "bits": 3.0}, "gguf budget 3 bits per weight is impossible"),
+    ({**GGUF, "types": ["Q4_K", "Q2_K"]}, "none of the GGUF types ['Q4_K', 'Q2_K'] fits"),
+    ({**GGUF, "types": ["Q8_0", "Q7_0"]}, "GGUF type 'Q7_0' is not one the gguf space writes"),
+], ids=["impossible budget", "no type fits", "unknown type"])
+def test_bad_gguf_space_is_one_line_exit_2_and_leaves_the_store(space, message, llama, text_files, tmp_path,
+                                                                 capsys):
+    refused(job_yaml(llama, text_files), job_yaml(llama, text_files, space=space), message, tmp_path, capsys)
+
+
+def test_a_budget_error_names_the_possible_range(model):
+    with pytest.raises(UserError, match=r"lies between 4\.\d+ and 8\.5000"):
+        GgufSpace(model, 9.0, list(DEFAULT_TYPES))
