@@ -5,7 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export RAY_AUTH_MODE ?= disabled
 
-.PHONY: demo test lint clean-demo
+LLAMACPP := $(VENV)/.llamacpp
+
+.PHONY: demo test test-llamacpp lint clean-demo
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +29,14 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
+
+# Opt-in (CI runs it after `make test`): llama.cpp loads and runs exported GGUF files. Builds llama.cpp once.
+$(LLAMACPP): $(STAMP)
+	$(BIN)/pip install -q -c requirements.lock -e '.[dev,llamacpp]'
+	touch $(LLAMACPP)
+
+test-llamacpp: $(LLAMACPP)
+	$(BIN)/python -m pytest -q tests/test_llamacpp.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

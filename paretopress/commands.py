@@ -258,6 +258,8 @@ def export(args: argparse.Namespace) -> int:
         diff = report.relative_difference(metric)
         known = f"store {stored:.6g}, relative difference {diff:.2e}" if stored is not None else "not in the store"
         print(f"held-out {metric}: export {value:.6g} ({known})")
+    for runtime, values in report.runtime.items():
+        print(f"{runtime}: " + ", ".join(f"held-out {metric} {value:.6g}" for metric, value in values.items()))
     return 0
 
 

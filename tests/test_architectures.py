@@ -160,7 +160,7 @@ def test_gpt2_conv1d_projections_are_units_as_linear_layers_hold_them(checkpoint
     space = SparsitySpace(model, 0.5, "magnitude", 2)
     shapes = dict(zip(space.units, space.shapes, strict=True))
     assert shapes["transformer.h.0.attn.c_attn"] == (192, 64)
-    assert shapes["transformer.h.0.mlp.c_fc"] == (128, 64) and shapes["transformer.h.0.mlp.c_proj"] == (64, 128)
+    assert shapes["transformer.h.0.mlp.c_fc"] == (256, 64) and shapes["transformer.h.0.mlp.c_proj"] == (64, 256)
     index = space.units.index("transformer.h.0.mlp.c_fc")
     assert torch.equal(space.dense_weight(model, index), model.transformer.h[0].mlp.c_fc.weight.T)
 

@@ -65,7 +65,7 @@ def test_every_genome_is_within_the_budget_and_on_its_boundary(model, seed, bits
     assert space.is_feasible(genome) and space.cost(genome)["bits"] <= bits
     for i, level in enumerate(genome.levels):  # no single step towards the dense model still fits
         if level:
-            assert not space.limit.fits(genome.levels[:i] + (level - 1,) + genome.levels[i + 1:])
+            assert not space.limit.fits((*genome.levels[:i], level - 1, *genome.levels[i + 1:]))
     uniform = space.uniform()
     assert space.is_feasible(uniform) and space.cost(uniform)["bits"] <= bits
 

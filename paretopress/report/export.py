@@ -35,6 +35,7 @@ class ExportReport:
     stored: dict[str, float]
     measured: dict[str, float]
     files: dict[str, int]  # the files holding the weights -> their bytes on disk
+    runtime: dict[str, dict[str, float]]  # runtime name -> the metrics it computed from the files
 
     @property
     def bytes(self) -> int:
@@ -73,6 +74,7 @@ def export_candidate(db_path: str | Path, study_ref: str, candidate_ref: str, ou
              for path in writer.write(space, model, genome, load_tokenizer(job.model), out)}
     heldout = pools[HELDOUT]
     measured = score(writer.load(out), heldout.tokens, heldout.teacher, REPORT_EVALUATORS, job.run.batch_size)
+    runtime = writer.runtime_metrics(out, heldout.tokens, heldout.teacher, REPORT_EVALUATORS)
     config = {
         "study": study.name,
         "candidate": candidate_id,
@@ -85,11 +87,11 @@ def export_candidate(db_path: str | Path, study_ref: str, candidate_ref: str, ou
         "format": fmt,
         "files": files,
         "bytes": sum(files.values()),
-        "metrics": {"store": stored, "export": measured, "pool": HELDOUT, "samples": job.evaluation.heldout_samples,
-                    "seq_len": job.evaluation.seq_len},
+        "metrics": {"store": stored, "export": measured, **runtime, "pool": HELDOUT,
+                    "samples": job.evaluation.heldout_samples, "seq_len": job.evaluation.seq_len},
     }
     (out / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
-    return ExportReport(out, stored, measured, files)
+    return ExportReport(out, stored, measured, files, runtime)
 
 
 def _candidate_id(store: Store, study_id: int, ref: str) -> int:

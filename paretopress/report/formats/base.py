@@ -12,9 +12,11 @@ from typing import TYPE_CHECKING
 from paretopress.kernel.registry import Registry
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+    from paretopress.evaluators.teacher import TeacherOutputs
     from paretopress.spaces.base import Space
     from paretopress.spaces.genome import Genome
 
@@ -31,6 +33,12 @@ class ExportFormat(ABC):
     @abstractmethod
     def load(self, out: Path) -> nn.Module:
         """The written model as ``transformers`` loads it, in float32, for re-measuring."""
+
+    def runtime_metrics(self, out: Path, tokens: torch.Tensor, teacher: TeacherOutputs,
+                        names: tuple[str, ...]) -> dict[str, dict[str, float]]:
+        """The held-out metrics as the serving runtime the format is for computes them from the written files, by
+        runtime name; none where ``load`` already is that runtime."""
+        return {}
 
 
 FORMATS: Registry[type[ExportFormat]] = Registry("export format", tag="format", default="transformers")

@@ -11,6 +11,7 @@ for now: the architecture table in the README says which exports hold where.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
@@ -20,12 +21,16 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
+from paretopress.evaluators.teacher import TeacherOutputs
 from paretopress.kernel.errors import UserError
+from paretopress.report import llamacpp
 from paretopress.report.formats.base import FORMATS, ExportFormat
 from paretopress.spaces import pruned
 from paretopress.spaces.base import Space
 from paretopress.spaces.genome import Genome
 from paretopress.spaces.gguf_types import TYPES, TensorType
+
+log = logging.getLogger(__name__)
 
 FILE = "model.gguf"
 ARCHITECTURES = {"llama": gguf.MODEL_ARCH.LLAMA}  # transformers model_type -> llama.cpp architecture
@@ -62,6 +67,13 @@ class GgufFile(ExportFormat):
 
     def load(self, out: Path) -> nn.Module:
         return AutoModelForCausalLM.from_pretrained(out, gguf_file=FILE, dtype=torch.float32).eval()
+
+    def runtime_metrics(self, out: Path, tokens: torch.Tensor, teacher: TeacherOutputs,
+                        names: tuple[str, ...]) -> dict[str, dict[str, float]]:
+        if not llamacpp.available():
+            log.warning("llama-cpp-python is not installed (%s): the file was not run by llama.cpp", llamacpp.INSTALL)
+            return {}
+        return {"llama.cpp": llamacpp.score_file(out / FILE, tokens, teacher, names, torch.get_num_threads())}
 
 
 def _metadata(writer: gguf.GGUFWriter, model: PreTrainedModel) -> None:

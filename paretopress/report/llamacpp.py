@@ -1,0 +1,43 @@
+"""Held-out metrics of a GGUF file as llama.cpp itself computes them, through llama-cpp-python.
+
+llama-cpp-python builds llama.cpp from source (about 15 minutes on 2 cores), so it is an optional extra
+(``pip install '.[llamacpp]'``, ``make test-llamacpp``); without it an export says that the file was not run.
+llama.cpp's logits go through the same evaluators as the store's (KL against the same teacher outputs, perplexity),
+one sample per context, fed as token ids so that the comparison does not depend on llama.cpp's tokenizer.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from paretopress.evaluators.metrics import Tally
+from paretopress.evaluators.teacher import TeacherOutputs
+
+INSTALL = "pip install '.[llamacpp]'"
+
+
+def available() -> bool:
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+def score_file(path: Path, tokens: torch.Tensor, teacher: TeacherOutputs, names: tuple[str, ...],
+               threads: int) -> dict[str, float]:
+    """The token metrics among ``names`` of llama.cpp's logits on each row of ``tokens`` [samples, seq]."""
+    from llama_cpp import Llama
+
+    seq = tokens.shape[1]
+    llm = Llama(model_path=str(path), n_ctx=seq, n_batch=seq, logits_all=True, n_threads=threads, verbose=False)
+    tally = Tally(tuple(name for name in names if name != "params"))
+    try:
+        for row in range(tokens.shape[0]):
+            llm.reset()
+            llm.eval(tokens[row].tolist())
+            logits = torch.from_numpy(np.array(llm.scores[:seq], dtype=np.float32))[None]
+            tally.add(logits, tokens[row:row + 1], teacher.rows(slice(row, row + 1)))
+    finally:
+        llm.close()
+    return tally.values(None)
