@@ -13,14 +13,16 @@ from hypothesis import strategies as st
 from transformers import AutoModelForCausalLM
 
 from paretopress.cli import main
+from paretopress.inputs.models import load_tokenizer
 from paretopress.job import JobSpec
 from paretopress.kernel.errors import UserError
 from paretopress.report.export import export_candidate
+from paretopress.report.formats.gguf import GgufFile
 from paretopress.run import build_space, run_job
 from paretopress.spaces.gguf import GgufSpace
 from paretopress.spaces.gguf_types import TYPES
 from paretopress.spaces.specs.gguf import DEFAULT_TYPES
-from tests.support import job_yaml, make_tiny_architecture, refused
+from tests.support import TINY_ARCHITECTURES, job_yaml, make_tiny_architecture, refused
 
 GGUF = {"kind": "gguf", "bits": 5.0}
 LEGACY = ("Q8_0", "Q5_0", "Q4_0")  # the default types that fit 64-wide rows
@@ -152,3 +154,28 @@ def test_bad_gguf_space_is_one_line_exit_2_and_leaves_the_store(space, message, 
 def test_a_budget_error_names_the_possible_range(model):
     with pytest.raises(UserError, match=r"lies between 4\.\d+ and 8\.5000"):
         GgufSpace(model, 9.0, list(DEFAULT_TYPES))
+
+
+GGUF_ARCHITECTURES = ("LlamaForCausalLM", "Qwen2ForCausalLM")  # what the gguf format writes
+
+
+@pytest.mark.parametrize("architecture", list(TINY_ARCHITECTURES))
+def test_a_gguf_file_gives_the_candidates_logits_or_is_refused_in_one_line(architecture, tmp_path, text_files):
+    """Every architecture: a gguf-space candidate written as .gguf and read back by transformers computes what the
+    search evaluated (the same bytes, dequantized by gguf), or the format refuses the architecture in one line."""
+    folder = make_tiny_architecture(architecture, tmp_path / "model", text_files)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    space = build_space(job(folder, text_files), model)
+    genome = space.uniform()
+    tokens = torch.randint(0, model.config.vocab_size, (2, 24), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(), space.applied(model, genome):
+        expected = model(tokens).logits
+    if architecture not in GGUF_ARCHITECTURES:
+        with pytest.raises(UserError, match="export --format gguf writes llama, qwen2 models, not") as error:
+            GgufFile().write(space, model, genome, load_tokenizer(str(folder)), tmp_path / "out")
+        assert "\n" not in str(error.value) and not (tmp_path / "out").exists()
+        return
+    GgufFile().write(space, model, genome, load_tokenizer(str(folder)), tmp_path / "out")
+    with torch.no_grad():
+        logits = GgufFile().load(tmp_path / "out")(tokens).logits
+    assert torch.allclose(logits, expected, atol=1e-5, rtol=1e-4)

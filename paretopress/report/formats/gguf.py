@@ -4,8 +4,9 @@ Linears of a gguf space are written as the exact bytes the search evaluated (``S
 tensor as a float: F32 for vectors (norms), as llama.cpp keeps them, and F16 for matrices (embeddings, and linears
 of spaces whose float weights are the model: depth, sparsity with its zeros). Tensor names and the q/k row order
 follow llama.cpp's converter (rotary pairs interleaved, which ``transformers`` undoes when it loads the file), as do
-the architecture metadata and a byte-level BPE tokenizer's vocabulary and merges. Llama-architecture models only,
-for now: the architecture table in the README says which exports hold where.
+the architecture metadata and a byte-level BPE tokenizer's vocabulary and merges. Llama and Qwen2 models (Mistral's
+sliding window has no place in llama.cpp's ``llama`` architecture, and transformers reads Qwen3 files with the
+config's default head size rather than the file's); the architecture table in the README says which exports hold where.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ from paretopress.spaces.gguf_types import TYPES, TensorType
 log = logging.getLogger(__name__)
 
 FILE = "model.gguf"
-ARCHITECTURES = {"llama": gguf.MODEL_ARCH.LLAMA}  # transformers model_type -> llama.cpp architecture
+# transformers model_type -> llama.cpp architecture, and whether its converter reorders q/k rows for rotary pairs
+ARCHITECTURES = {"llama": (gguf.MODEL_ARCH.LLAMA, True), "qwen2": (gguf.MODEL_ARCH.QWEN2, False)}
 FLOAT = TYPES["F16"]
 
 
@@ -54,7 +56,7 @@ class GgufFile(ExportFormat):
                             "sub-layers), which a llama GGUF file cannot state; use --format transformers")
         out.mkdir(parents=True, exist_ok=True)
         path = out / FILE
-        writer = gguf.GGUFWriter(path, gguf.MODEL_ARCH_NAMES[ARCHITECTURES[config.model_type]])
+        writer = gguf.GGUFWriter(path, gguf.MODEL_ARCH_NAMES[ARCHITECTURES[config.model_type][0]])
         _metadata(writer, model)
         _tokenizer(writer, tokenizer, config.vocab_size)
         for name, data, qtype in _tensors(model, chosen):
@@ -137,7 +139,8 @@ def _tensors(model: PreTrainedModel, chosen: dict[nn.Module, tuple[TensorType, n
     """Every tensor under its llama.cpp name with its data and type (None: float32 as it is): the chosen bytes where
     the genome chose them, floats elsewhere."""
     config = model.config
-    names = gguf.get_tensor_name_map(ARCHITECTURES[config.model_type], config.num_hidden_layers)
+    architecture, rotary_rows = ARCHITECTURES[config.model_type]
+    names = gguf.get_tensor_name_map(architecture, config.num_hidden_layers)
     tensors = []
     for key, parameter in model.state_dict().items():
         module_name, _, suffix = key.rpartition(".")
@@ -154,7 +157,7 @@ def _tensors(model: PreTrainedModel, chosen: dict[nn.Module, tuple[TensorType, n
             data, qtype = FLOAT.quantize(parameter.detach().float().numpy()), FLOAT.qtype
         else:
             data, qtype = parameter.detach().float().numpy(), None
-        tensors.append((f"{name}.{suffix}", _rotary_order(name, data, config), qtype))
+        tensors.append((f"{name}.{suffix}", _rotary_order(name, data, config) if rotary_rows else data, qtype))
     return tensors
 
 
