@@ -33,15 +33,16 @@ def level_switch(genome: Genome, space: Space, rng: np.random.Generator) -> Geno
 
 
 def free_switch(genome: Genome, space: Space, rng: np.random.Generator) -> Genome:
-    """The level switch for spaces with a limit: ``flip_count`` flips between any two units, then ``space.repair``.
+    """The level switch for spaces with a limit: ``flip_count`` flips between any two free units, then
+    ``space.repair``.
 
     Level costs differ between units, so a flip may break the limit or leave budget unused; the repair restores it.
     """
-    levels = list(genome.levels)
+    levels, free = list(genome.levels), space.free_units
     for _ in range(flip_count(rng)):
-        can_rise = [i for i, level in enumerate(levels) if level < space.num_levels[i] - 1]
+        can_rise = [i for i in free if levels[i] < space.num_levels[i] - 1]
         up = can_rise[rng.integers(len(can_rise))]
-        can_fall = [i for i, level in enumerate(levels) if level > 0 and i != up]
+        can_fall = [i for i in free if levels[i] > 0 and i != up]
         levels[up] += 1
         if can_fall:
             levels[can_fall[rng.integers(len(can_fall))]] -= 1
@@ -49,8 +50,13 @@ def free_switch(genome: Genome, space: Space, rng: np.random.Generator) -> Genom
 
 
 def mutate(genome: Genome, space: Space, rng: np.random.Generator) -> Genome:
-    """The mutation every strategy uses: the level switch, or for spaces with a limit the free switch and repair."""
-    return level_switch(genome, space, rng) if space.limit is None else free_switch(genome, space, rng)
+    """The mutation every strategy uses: the level switch, or for spaces with a limit the free switch and repair;
+    a space with both (a joint space: exact depth, GGUF bytes at most) gets both."""
+    if space.limit is None:
+        return level_switch(genome, space, rng)
+    if any(len(group) > 1 for group in space.switch_groups):
+        genome = level_switch(genome, space, rng)
+    return free_switch(genome, space, rng)
 
 
 def distinct_offspring(

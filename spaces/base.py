@@ -24,7 +24,8 @@ class Space(ABC):
     Budgets are kept exact by construction: a genome is feasible iff, within every switch group, the sum of
     levels equals the group's target. Operators that move one unit up and another of the same group down
     (EvoPress' level switch) therefore never leave the feasible set. A space may instead (or also) have a ``limit``,
-    an inequality budget such as a time budget, which ``repair`` restores after free mutations.
+    an inequality budget such as a time budget, over the units in no switch group (``free_units``), which ``repair``
+    restores after free mutations; a joint space has both (blocks dropped exactly, GGUF bytes at most).
     """
 
     kind: str
@@ -62,19 +63,27 @@ class Space(ABC):
         """Relative reconstruction error of every unit at every level, for spaces with ``reconstruction_inputs``."""
         raise NotImplementedError(f"{self.kind} spaces have no reconstruction error")
 
+    @property
+    def free_units(self) -> tuple[int, ...]:
+        """The units in no switch group: under a limit, the ones free mutations and ``repair`` move."""
+        grouped = {i for group in self.switch_groups for i in group}
+        return tuple(i for i in range(len(self.units)) if i not in grouped)
+
     def random_genome(self, rng: np.random.Generator) -> Genome:
         """A uniformly drawn feasible genome: each group's level mass spread one step at a time.
 
-        Under a limit: every unit at a uniformly drawn level, then repaired.
+        Under a limit: every free unit at a uniformly drawn level, then repaired.
         """
-        if self.limit is not None:
-            return self.repair(Genome(tuple(int(rng.integers(n)) for n in self.num_levels)), rng)
         levels = [0] * len(self.units)
+        if self.limit is not None:
+            for i in self.free_units:
+                levels[i] = int(rng.integers(self.num_levels[i]))
         for group, target in zip(self.switch_groups, self.group_targets, strict=True):
             for _ in range(target):
                 open_units = [i for i in group if levels[i] < self.num_levels[i] - 1]
                 levels[open_units[rng.integers(len(open_units))]] += 1
-        return Genome(tuple(levels))
+        genome = Genome(tuple(levels))
+        return genome if self.limit is None else self.repair(genome, rng)
 
     def nearest(self, targets: list[float]) -> Genome:
         """The feasible genome closest to real-valued per-unit levels (how one-shot methods meet the budget exactly).
@@ -92,21 +101,22 @@ class Space(ABC):
         return Genome(tuple(levels))
 
     def repair(self, genome: Genome, rng: np.random.Generator) -> Genome:
-        """The genome brought within ``limit`` and onto its boundary, by random single-level steps.
+        """The genome brought within ``limit`` and onto its boundary, by random single-level steps of free units.
 
         While over the limit, a random unit that can be compressed further moves up a level; then, while some unit
         can move down a level and stay within the limit, a random one of them does. The result fits, and no single
         step towards the dense model does: a search spends its whole budget.
         """
-        levels, limit = list(genome.levels), self.limit
+        levels, limit, free = list(genome.levels), self.limit, self.free_units
         total = limit.total(levels)
         while total > limit.bound:
-            can_rise = [i for i, level in enumerate(levels) if level < self.num_levels[i] - 1]
+            can_rise = [i for i in free if levels[i] < self.num_levels[i] - 1]
             unit = can_rise[rng.integers(len(can_rise))]
             total += limit.costs[unit][levels[unit] + 1] - limit.costs[unit][levels[unit]]
             levels[unit] += 1
-        while can_fall := [i for i, level in enumerate(levels)
-                           if level and total - limit.costs[i][level] + limit.costs[i][level - 1] <= limit.bound]:
+        while can_fall := [i for i in free
+                           if levels[i] and total - limit.costs[i][levels[i]] + limit.costs[i][levels[i] - 1]
+                           <= limit.bound]:
             unit = can_fall[rng.integers(len(can_fall))]
             total += limit.costs[unit][levels[unit] - 1] - limit.costs[unit][levels[unit]]
             levels[unit] -= 1

@@ -1,8 +1,10 @@
-"""Joint spaces: depth x quant or depth x sparsity in one genome, one exact budget per component.
+"""Joint spaces: depth x quant, depth x sparsity or depth x gguf in one genome, one budget per component.
 
 The genome is the depth genome followed by the linear space's genome; switch groups stay within a component, so
 the level switch keeps both budgets exact (blocks dropped, and the average bits or sparsity over all decoder
-linears). ``cost`` reports what the assembled candidate really holds: the linears of dropped blocks count for
+linears). A linear space whose budget is a limit (gguf bytes, uneven quant bit-widths) keeps it here too: the limit
+covers the linear units only, which mutations then move freely and ``repair`` brings back within it.
+``cost`` reports what the assembled candidate really holds: the linears of dropped blocks count for
 nothing, so its parameters (sparsity) or bytes (quant) vary between genomes of one budget pair, exactly known.
 """
 
@@ -15,6 +17,7 @@ from typing import TYPE_CHECKING
 from torch import nn
 
 from paretopress.spaces.base import Space
+from paretopress.spaces.budget import Limit
 from paretopress.spaces.depth import DepthSpace
 from paretopress.spaces.genome import Genome
 from paretopress.spaces.linear import LinearSpace
@@ -36,6 +39,8 @@ class JointSpace(Space):
         offset = len(depth.units)
         self.switch_groups = depth.switch_groups + tuple(tuple(i + offset for i in g) for g in linear.switch_groups)
         self.group_targets = depth.group_targets + linear.group_targets
+        if linear.limit is not None:  # the depth units cost nothing in it
+            self.limit = Limit(tuple((0,) * n for n in depth.num_levels) + linear.limit.costs, linear.limit.bound)
 
     def split(self, genome: Genome) -> tuple[Genome, Genome]:
         cut = len(self.depth.units)

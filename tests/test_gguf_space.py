@@ -19,12 +19,14 @@ from paretopress.kernel.errors import UserError
 from paretopress.report.export import export_candidate
 from paretopress.report.formats.gguf import GgufFile
 from paretopress.run import build_space, run_job
+from paretopress.search.operators import mutate
 from paretopress.spaces.gguf import GgufSpace
 from paretopress.spaces.gguf_types import TYPES
 from paretopress.spaces.specs.gguf import DEFAULT_TYPES
 from tests.support import TINY_ARCHITECTURES, job_yaml, make_tiny_architecture, refused
 
 GGUF = {"kind": "gguf", "bits": 5.0}
+JOINT = {"kind": "joint", "depth": {"drop": 1}, "gguf": {"bits": 5.0}}
 LEGACY = ("Q8_0", "Q5_0", "Q4_0")  # the default types that fit 64-wide rows
 
 
@@ -72,6 +74,25 @@ def test_every_genome_is_within_the_budget_and_on_its_boundary(model, seed, bits
     assert space.is_feasible(uniform) and space.cost(uniform)["bits"] <= bits
 
 
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), steps=st.integers(1, 6))
+def test_depth_x_gguf_keeps_the_blocks_exact_and_the_bytes_within_the_limit(joint, seed, steps):
+    rng = np.random.default_rng(seed)
+    genome = joint.random_genome(rng)
+    for _ in range(steps):
+        genome = mutate(genome, joint, rng)
+        depth, linear = joint.split(genome)
+        assert sum(depth.levels) == 1 and joint.is_feasible(genome)
+        assert joint.linear.cost(linear)["bits"] <= 5.0
+
+
+@pytest.fixture(scope="module")
+def joint(model, llama, text_files, tmp_path_factory):
+    with pytest.MonkeyPatch.context() as patch:  # the per-test cache fixture does not reach module fixtures
+        patch.setenv("PARETOPRESS_CACHE", str(tmp_path_factory.mktemp("cache")))
+        return build_space(job(llama, text_files, JOINT), model)
+
+
 def test_levels_are_gguf_bytes_and_candidates_get_their_dequantized_weights(model, llama, text_files):
     space = build_space(job(llama, text_files, {**GGUF, "types": ["F16", "Q8_0", "Q4_K", "Q4_0", "Q2_K"]}), model)
     down = next(i for i, unit in enumerate(space.units) if unit.endswith("down_proj"))
@@ -97,8 +118,8 @@ def test_tied_units_give_each_member_its_own_rows_of_the_bytes(model, llama, tex
     assert np.array_equal(np.concatenate(parts), whole) and [len(p) for p in parts] == list(space.rows[fused])
 
 
-@pytest.mark.parametrize("space", [GGUF, {**GGUF, "tie": True}, {"kind": "depth", "drop": 1}],
-                         ids=["gguf", "gguf tied", "depth"])
+@pytest.mark.parametrize("space", [GGUF, {**GGUF, "tie": True}, {"kind": "depth", "drop": 1}, JOINT],
+                         ids=["gguf", "gguf tied", "depth", "depth x gguf"])
 def test_a_gguf_export_loads_in_transformers_with_the_stores_metrics(space, llama, text_files, tmp_path, capsys):
     spec = job(llama, text_files, space, **{"strategy.generations": 2})
     outcome = run_job(spec, tmp_path / "s.db", executor="local")
@@ -110,18 +131,21 @@ def test_a_gguf_export_loads_in_transformers_with_the_stores_metrics(space, llam
     assert report.relative_difference("ppl") < 1e-3 and report.relative_difference("kl") < 1e-3
     reader = gguf.GGUFReader(tmp_path / "out" / "model.gguf")
     types = {tensor.name: tensor.tensor_type.name for tensor in reader.tensors}
-    if space["kind"] == "gguf":
+    assert max(int(name.split(".")[1]) for name in types if name.startswith("blk.")) == 3 - (space["kind"] != "gguf")
+    if space["kind"] != "depth":
         linears = {name: kind for name, kind in types.items() if "blk." in name and "norm" not in name}
         stored = sum(tensor.n_bytes for tensor in reader.tensors if tensor.name in linears)
-        assert 8 * stored == pytest.approx(report_bits(tmp_path) * linear_weights(reader, linears))
+        bits = report_cost(tmp_path)["bits"] if space["kind"] == "gguf" else None
+        assert stored == report_cost(tmp_path)["bytes"] if bits is None else 8 * stored == pytest.approx(
+            bits * linear_weights(reader, linears))
         assert any(kind.endswith("_K") for kind in linears.values())
     assert report.bytes == (tmp_path / "out" / "model.gguf").stat().st_size
 
 
-def report_bits(tmp_path) -> float:
+def report_cost(tmp_path) -> dict:
     import json
 
-    return json.loads((tmp_path / "out" / "paretopress.json").read_text())["cost"]["bits"]
+    return json.loads((tmp_path / "out" / "paretopress.json").read_text())["cost"]
 
 
 def linear_weights(reader: gguf.GGUFReader, names: dict) -> int:

@@ -325,7 +325,7 @@ BAD_SPACES = {
     "sparsity over 100%": ({"space": {**SPARSITY, "sparsity": 1.2}}, "sparsity budget 1.2 is impossible"),
     "bits below the smallest width": ({"space": {**QUANT, "bits": 1.5}}, "quant budget 1.5 average bits is impossible"),
     "unsupported bit-width": ({"space": {**QUANT, "widths": [4, 10]}}, "bit-width 10 is not supported"),
-    "uneven bit-widths in a joint space": ({"space": {"kind": "joint", "depth": {"drop": 2},
+    "uneven bit-widths next to sparsity": ({"space": {"kind": "joint", "sparsity": {**SPARSITY, "builder": "wanda"},
                                                       "quant": {**QUANT, "widths": [2, 3, 4, 16]}}}, "evenly spaced"),
     "nsga2 on sparsity": ({"space": SPARSITY, "strategy": {"kind": "nsga2", "generations": 1, "population": 2,
                                                              "tokens": 32}}, "nsga2 searches depth and width spaces"),
