@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # strategies and operators use spaces without torch
     from torch import nn
 
     from paretopress.spaces.gguf_types import TensorType
+    from paretopress.spaces.levels import QuantizedWeight
 
 
 class Space(ABC):
@@ -146,6 +147,11 @@ class Space(ABC):
     def gguf_tensors(self, model: nn.Module, genome: Genome) -> dict[nn.Module, tuple[TensorType, np.ndarray]]:
         """The linears of ``model`` whose GGUF type the genome chose, with that type and the bytes a GGUF file stores;
         none where the candidate's float weights are the model itself (blocks dropped, weights zeroed)."""
+        return {}
+
+    def quantized_weights(self, model: nn.Module, genome: Genome) -> dict[nn.Module, QuantizedWeight]:
+        """The linears of ``model`` the genome quantizes group-wise, with their codes, scales and zero points; none
+        where the candidate's float weights are the model itself (and for GGUF types, see ``gguf_tensors``)."""
         return {}
 
     @abstractmethod

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from paretopress.spaces.gguf_types import TensorType
+    from paretopress.spaces.levels import QuantizedWeight
 
 
 class JointSpace(Space):
@@ -71,6 +72,9 @@ class JointSpace(Space):
     def gguf_tensors(self, model: nn.Module, genome: Genome) -> dict[nn.Module, tuple[TensorType, np.ndarray]]:
         """The linear component's choices; those of dropped blocks are simply absent from the written file."""
         return self.linear.gguf_tensors(model, self.split(genome)[1])
+
+    def quantized_weights(self, model: nn.Module, genome: Genome) -> dict[nn.Module, QuantizedWeight]:
+        return self.linear.quantized_weights(model, self.split(genome)[1])
 
     def materialise(self, model: nn.Module, genome: Genome) -> nn.Module:
         depth_genome, linear_genome = self.split(genome)

@@ -8,6 +8,8 @@ every level.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -108,11 +110,17 @@ def sparsegpt(weight: torch.Tensor, xtx: torch.Tensor, removed: list[int]) -> to
     return work
 
 
-def _group_params(weight: torch.Tensor, maxq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Asymmetric min-max scale (rounded to float16, as stored) and integer zero point of a column group.
+def _group_params(weight: torch.Tensor, maxq: torch.Tensor, symmetric: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Min-max scale (rounded to float16, as stored) and integer zero point of a column group.
 
-    ``weight`` [..., rows, width]; returns scale and zero [..., rows]. The range always includes 0.
+    ``weight`` [..., rows, width]; returns scale and zero [..., rows]. The range always includes 0. Symmetric (as
+    GPTQ's reference quantizer): the range is +-max|w| and the zero point the middle code, the same for every group,
+    so a runtime stores codes as signed integers and no zero point at all.
     """
+    if symmetric:
+        scale = (2 * weight.abs().amax(dim=-1) / maxq).half().float()
+        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+        return scale, torch.round((maxq + 1) / 2).expand_as(scale)
     low = weight.amin(dim=-1).clamp(max=0)
     high = weight.amax(dim=-1).clamp(min=0)
     scale = ((high - low) / maxq).half().float()
@@ -126,6 +134,20 @@ def _quantize(weight: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, max
     return torch.minimum((torch.round(weight / scale[..., None]) + zero[..., None]).clamp(min=0), maxq[..., None])
 
 
+@dataclass(frozen=True)
+class QuantizedWeight:
+    """One linear's group-wise integer form: weight = (codes - zero) * scale, a group being ``group_size`` columns.
+
+    codes [rows, cols] uint8 below 2**bits; scale (float16) and zero (uint8) [rows, groups]."""
+
+    bits: int
+    group_size: int
+    symmetric: bool
+    codes: torch.Tensor
+    scale: torch.Tensor
+    zero: torch.Tensor
+
+
 class Quantized:
     """Integer codes [levels, rows, cols], float16 scales and integer zero points [levels, rows, groups]."""
 
@@ -136,19 +158,20 @@ class Quantized:
         self.zero = torch.zeros(levels, rows, groups, dtype=torch.uint8)
 
 
-def rtn(weight: torch.Tensor, bits: list[int], group_size: int) -> Quantized:
-    """Round-to-nearest group-wise asymmetric quantization at every bit-width at once."""
+def rtn(weight: torch.Tensor, bits: list[int], group_size: int, symmetric: bool = False) -> Quantized:
+    """Round-to-nearest group-wise quantization at every bit-width at once."""
     maxq = torch.tensor([2**b - 1 for b in bits], dtype=torch.float32)[:, None]
     out = Quantized(len(bits), *weight.shape, group_size)
     for g, start in enumerate(range(0, weight.shape[1], group_size)):
         group = weight[None, :, start : start + group_size].float()
-        scale, zero = _group_params(group.expand(len(bits), -1, -1), maxq)
+        scale, zero = _group_params(group.expand(len(bits), -1, -1), maxq, symmetric)
         out.codes[:, :, start : start + group_size] = _quantize(group, scale, zero, maxq).to(torch.uint8)
         out.scale[:, :, g], out.zero[:, :, g] = scale.half(), zero.to(torch.uint8)
     return out
 
 
-def gptq(weight: torch.Tensor, xtx: torch.Tensor, bits: list[int], group_size: int) -> Quantized:
+def gptq(weight: torch.Tensor, xtx: torch.Tensor, bits: list[int], group_size: int,
+         symmetric: bool = False) -> Quantized:
     """GPTQ at every bit-width at once: columns quantized in order, each one's error corrected by the OBS update.
 
     A group's scale and zero point are fixed when the search reaches its first column, from the (already updated)
@@ -170,7 +193,7 @@ def gptq(weight: torch.Tensor, xtx: torch.Tensor, bits: list[int], group_size: i
             if column_index % group_size == 0:
                 end = min(column_index + group_size, cols)
                 current = torch.cat([block[:, :, i:], work[:, :, i2:end]], dim=2)[:, :, : end - column_index]
-                scale, zero = _group_params(current, maxq)
+                scale, zero = _group_params(current, maxq, symmetric)
                 out.scale[:, :, column_index // group_size] = scale.half()
                 out.zero[:, :, column_index // group_size] = zero.to(torch.uint8)
             column = block[:, :, i]

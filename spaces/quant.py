@@ -2,6 +2,7 @@
 
 Each group of ``group_size`` input columns of a row has a float16 scale and an integer zero point of the same width
 as the codes, so a unit of ``numel`` weights in ``G`` groups at ``b`` bits costs ``b * (numel + G) + 16 * G`` bits.
+Symmetric quantization has no zero point (the middle code is zero): ``b * numel + 16 * G`` bits.
 Width 16 means unquantized: the model's own weight, ``16 * numel`` bits in a half-precision checkpoint.
 
 With evenly spaced widths below 16 a level step changes a unit's cost by the same amount at every level, and units
@@ -42,8 +43,9 @@ class QuantSpace(LinearSpace):
     kind = "quant"
 
     def __init__(self, model: nn.Module, bits: float, widths: list[int], builder: QuantBuilder,
-                 group_size: int = 128, tie: bool = False) -> None:
+                 group_size: int = 128, tie: bool = False, symmetric: bool = False) -> None:
         super().__init__(model, tie)
+        self.symmetric = symmetric
         self.widths = tuple(sorted(set(widths), reverse=True))  # level 0 = the most bits
         _check_widths(self.widths)
         self.builder, self.group_size = builder, group_size
@@ -71,10 +73,17 @@ class QuantSpace(LinearSpace):
         return UNQUANTIZED not in self.widths and len({a - b for a, b in itertools.pairwise(self.widths)}) == 1
 
     def unit_bits(self, index: int, level: int) -> int:
-        width, groups = self.widths[level], self.groups_per_unit[index]
+        width = self.widths[level]
         if width == UNQUANTIZED:
             return width * self.numels[index]
-        return width * (self.numels[index] + groups) + SCALE_BITS * groups
+        return width * self.numels[index] + self.group_bits(index, level)
+
+    def group_bits(self, index: int, level: int) -> int:
+        """Bits of the unit's scales and zero points at ``level`` (none at the unquantized width)."""
+        width, groups = self.widths[level], self.groups_per_unit[index]
+        if width == UNQUANTIZED:
+            return 0
+        return (0 if self.symmetric else width * groups) + SCALE_BITS * groups
 
     def _average(self, levels_per_unit: list[int]) -> float:
         return sum(self.unit_bits(i, level) for i, level in enumerate(levels_per_unit)) / self.weights
@@ -110,7 +119,8 @@ class QuantSpace(LinearSpace):
         return self.uniform_within_limit(lambda index, level: self.widths[level])
 
     def identity(self) -> dict:
-        return {"kind": self.kind, "builder": self.builder, "widths": self.widths, "group_size": self.group_size}
+        identity = {"kind": self.kind, "builder": self.builder, "widths": self.widths, "group_size": self.group_size}
+        return {**identity, "symmetric": True} if self.symmetric else identity  # as asymmetric databases were keyed
 
     def cost(self, genome: Genome) -> dict[str, float]:
         total = sum(self.unit_bits(i, level) for i, level in enumerate(genome.levels))
@@ -120,18 +130,35 @@ class QuantSpace(LinearSpace):
         return {"bytes": sum(self.unit_bits(i, level) for i, level in kept.items()) / 8}
 
     def describe(self) -> dict:
-        return {"kind": self.kind, "bits": self.bits, "widths": list(self.widths), "group_size": self.group_size,
-                "builder": self.builder, "tie": self.tie, "budget": "exact" if self.exact else "at most",
-                "units": list(self.units)}
+        described = {"kind": self.kind, "bits": self.bits, "widths": list(self.widths), "group_size": self.group_size,
+                     "builder": self.builder, "tie": self.tie, "budget": "exact" if self.exact else "at most",
+                     "units": list(self.units)}
+        return {**described, "symmetric": True} if self.symmetric else described
 
     def gguf_tensors(self, model: nn.Module, genome: Genome) -> dict[nn.Module, tuple[TensorType, np.ndarray]]:
         raise UserError("a quant genome's group-wise codes have no GGUF type: search kind gguf to export GGUF, or "
                         "export it with --format transformers")
 
+    def quantized_weights(self, model: nn.Module, genome: Genome) -> dict[nn.Module, levels.QuantizedWeight]:
+        """Each quantized linear's row slice of its unit's codes (the unquantized width is left out)."""
+        weights = {}
+        for index, level in enumerate(genome.levels):
+            width = self.widths[level]
+            if width == UNQUANTIZED:
+                continue
+            prefix = f"{self.units[index]}.{width}"
+            parts = (levels.unpack_bits(self._stored(f"{prefix}.codes"), width, self.shapes[index]),
+                     self._stored(f"{prefix}.scale"), self._stored(f"{prefix}.zero"))
+            for name, codes, scale, zero in zip(self.members[index], *(self._split(index, t) for t in parts),
+                                                strict=True):
+                weights[model.get_submodule(name)] = levels.QuantizedWeight(width, self.group_size, self.symmetric,
+                                                                             codes, scale, zero)
+        return weights
+
     def build_unit(self, index: int, weight: torch.Tensor, xtx: torch.Tensor | None) -> dict[str, torch.Tensor]:
         widths = [w for w in self.widths if w != UNQUANTIZED]  # the unquantized level is the model's own weight
-        quantized = (levels.gptq(weight, xtx, widths, self.group_size) if self.builder == "gptq"
-                     else levels.rtn(weight, widths, self.group_size))
+        quantized = (levels.gptq(weight, xtx, widths, self.group_size, self.symmetric) if self.builder == "gptq"
+                     else levels.rtn(weight, widths, self.group_size, self.symmetric))
         unit, stored = self.units[index], {}
         for level, width in enumerate(widths):
             stored[f"{unit}.{width}.codes"] = levels.pack_bits(quantized.codes[level], width)

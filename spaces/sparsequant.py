@@ -19,7 +19,7 @@ from torch import nn
 from paretopress.kernel.errors import UserError
 from paretopress.spaces.base import Space
 from paretopress.spaces.genome import Genome
-from paretopress.spaces.quant import SCALE_BITS, QuantSpace
+from paretopress.spaces.quant import QuantSpace
 from paretopress.spaces.sparsity import NESTED, SparsitySpace
 
 if TYPE_CHECKING:
@@ -59,9 +59,9 @@ class SparseQuantSpace(Space):
 
     def unit_bytes(self, index: int, sparsity_level: int, quant_level: int) -> float:
         removed = self.sparsity.removed[index][sparsity_level]
-        width, groups = self.quant.widths[quant_level], self.quant.groups_per_unit[index]
         mask = self.quant.numels[index] if removed else 0
-        return (width * (self.quant.numels[index] - removed + groups) + SCALE_BITS * groups + mask) / 8
+        kept_codes = self.quant.widths[quant_level] * (self.quant.numels[index] - removed)
+        return (kept_codes + self.quant.group_bits(index, quant_level) + mask) / 8
 
     def unit_blocks(self) -> tuple[int, ...]:
         return self.sparsity.unit_blocks() + self.quant.unit_blocks()
