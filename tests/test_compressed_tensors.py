@@ -62,7 +62,7 @@ def test_a_compressed_tensors_export_loads_in_transformers_with_the_stores_metri
     assert all(group["weights"]["symmetric"] and group["weights"]["num_bits"] in (4, 8)
                for group in config["config_groups"].values())
     with safe_open(tmp_path / "ct" / "model.safetensors", "pt") as tensors:
-        packed = [name for name in tensors.keys() if name.endswith("weight_packed")]
+        packed = [name for name in tensors if name.endswith("weight_packed")]
         assert packed and all(tensors.get_tensor(name).dtype == torch.int32 for name in packed)
     dense = export_candidate(db, "tiny", "best", tmp_path / "dense")
     assert report.bytes < dense.bytes
