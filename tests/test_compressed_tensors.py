@@ -9,12 +9,15 @@ from safetensors import safe_open
 from transformers import AutoModelForCausalLM
 
 from paretopress.cli import main
+from paretopress.inputs.models import load_tokenizer
 from paretopress.job import JobSpec
+from paretopress.kernel.errors import UserError
 from paretopress.report.export import export_candidate
-from paretopress.run import run_job
+from paretopress.report.formats.compressed_tensors import CompressedTensors
+from paretopress.run import build_space, run_job
 from paretopress.spaces import levels
 from paretopress.spaces.quant import QuantSpace
-from tests.support import job_yaml, make_tiny_architecture
+from tests.support import TINY_ARCHITECTURES, job_yaml, make_tiny_architecture
 
 SERVED = {"kind": "quant", "bits": 6.0, "widths": [4, 8, 16], "group_size": 16, "builder": "gptq",
           "symmetric": True, "tie": True, "calibration_samples": 8}
@@ -62,7 +65,8 @@ def test_a_compressed_tensors_export_loads_in_transformers_with_the_stores_metri
     assert all(group["weights"]["symmetric"] and group["weights"]["num_bits"] in (4, 8)
                for group in config["config_groups"].values())
     with safe_open(tmp_path / "ct" / "model.safetensors", "pt") as tensors:
-        packed = [name for name in tensors if name.endswith("weight_packed")]
+        stored = tensors.keys()  # safe_open is not iterable itself
+        packed = [name for name in stored if name.endswith("weight_packed")]
         assert packed and all(tensors.get_tensor(name).dtype == torch.int32 for name in packed)
     dense = export_candidate(db, "tiny", "best", tmp_path / "dense")
     assert report.bytes < dense.bytes
@@ -82,3 +86,30 @@ def test_what_the_format_cannot_hold_is_refused_in_one_line(space, message, llam
                  "--format", "compressed-tensors"]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err and not (tmp_path / "out").exists()
+
+
+CT_REFUSED = {"GPT2LMHeadModel": "Conv1D"}  # compressed-tensors quantizes nn.Linear modules only
+
+
+@pytest.mark.parametrize("architecture", list(TINY_ARCHITECTURES))
+def test_a_checkpoint_gives_the_candidates_logits_or_is_refused_in_one_line(architecture, tmp_path, text_files):
+    """Every architecture: the uniform symmetric quant genome written as compressed-tensors and read back computes
+    what the search evaluated, or the format refuses the architecture in one line."""
+    folder = make_tiny_architecture(architecture, tmp_path / "model", text_files)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    spec = JobSpec.model_validate(job_yaml(folder, text_files, space={**SERVED, "builder": "rtn"}))
+    space = build_space(spec, model)
+    genome = space.uniform()
+    tokens = torch.randint(0, model.config.vocab_size, (2, 24), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(), space.applied(model, genome):
+        expected = model(tokens).logits
+    writer, out = CompressedTensors(), tmp_path / "out"
+    if architecture in CT_REFUSED:
+        with pytest.raises(UserError, match=CT_REFUSED[architecture]) as error:
+            writer.write(space, model, genome, load_tokenizer(str(folder)), out)
+        assert "\n" not in str(error.value) and not out.exists()
+        return
+    writer.write(space, model, genome, load_tokenizer(str(folder)), out)
+    with torch.no_grad():
+        logits = writer.load(out)(tokens).logits
+    assert torch.allclose(logits, expected, atol=1e-5, rtol=1e-4)

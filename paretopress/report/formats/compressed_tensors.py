@@ -62,6 +62,9 @@ def _check(chosen: dict[nn.Module, QuantizedWeight], names: dict[nn.Module, str]
     if not chosen:
         raise UserError(f"export --format compressed-tensors writes quantized linears and this genome has none; {HINT}")
     for module, weight in chosen.items():
+        if not isinstance(module, nn.Linear):
+            raise UserError(f"export --format compressed-tensors quantizes nn.Linear modules only, and {names[module]} "
+                            f"is a {type(module).__name__}; use --format transformers")
         if not weight.symmetric:
             raise UserError("export --format compressed-tensors: asymmetric (zero-point) checkpoints of this format "
                             f"do not load back in transformers; {HINT}")
