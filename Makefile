@@ -24,7 +24,9 @@ demo: $(STAMP)
 	$(BIN)/paretopress run examples/smollm2-depth.yaml --db runs/demo.db
 	$(BIN)/paretopress front smollm2-depth --db runs/demo.db
 	$(BIN)/paretopress export smollm2-depth --db runs/demo.db --candidate best --out runs/smollm2-depth-export --force
-	@echo "store: runs/demo.db   export: runs/smollm2-depth-export"
+	$(BIN)/paretopress export smollm2-depth --db runs/demo.db --candidate best --out runs/smollm2-depth-gguf --force \
+		--format gguf
+	@echo "store: runs/demo.db   export: runs/smollm2-depth-export   llama.cpp file: runs/smollm2-depth-gguf/model.gguf"
 
 test: $(STAMP)
 	$(BIN)/ruff check .

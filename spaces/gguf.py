@@ -9,8 +9,9 @@ the linears, a search repairs its genomes onto that limit, and each candidate's 
 
 The level database stores each quantized type's bytes; a level's weight is what gguf dequantizes from them, so a
 candidate is evaluated on the weights its exported file holds. Float types (F16, BF16) are the dense weight rounded,
-computed on use rather than stored. The matrices no unit owns (embeddings, an untied output head) are written in
-F16, so candidates are evaluated with them rounded to F16 too; norms stay float32, as the file keeps them.
+computed on use rather than stored. The matrices no unit owns (embeddings, an untied output head) are written in one
+fixed type, ``embeddings`` (F16 unless told), and candidates are evaluated with them encoded and decoded in it too;
+norms stay float32, as the file keeps them.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from paretopress.spaces.gguf_types import TYPES, TensorType
 from paretopress.spaces.linear import LinearSpace
 
 FLOAT_TYPES = ("F16", "BF16")  # rounded on use: nothing to store
-FILE_FLOAT = torch.float16  # what a GGUF export writes the matrices in that no unit owns
 
 
 class GgufSpace(LinearSpace):
@@ -38,8 +38,10 @@ class GgufSpace(LinearSpace):
     builder = "rtn"  # llama.cpp's reference quantizers, as llama-quantize without an importance matrix
     needs_calibration = False
 
-    def __init__(self, model: nn.Module, bits: float, types: list[str], tie: bool = False) -> None:
+    def __init__(self, model: nn.Module, bits: float, types: list[str], tie: bool = False,
+                 embeddings: str = "F16") -> None:
         super().__init__(model, tie)
+        self.embeddings = _fixed_type(model, embeddings)
         unknown = [name for name in types if name not in TYPES]
         if unknown:
             raise UserError(f"GGUF type {unknown[0]!r} is not one the gguf space writes; choose from "
@@ -93,7 +95,7 @@ class GgufSpace(LinearSpace):
 
     def describe(self) -> dict:
         return {"kind": self.kind, "bits": self.bits, "types": list(self.type_names), "builder": self.builder,
-                "tie": self.tie, "budget": "at most", "units": list(self.units),
+                "tie": self.tie, "embeddings": self.embeddings.name, "budget": "at most", "units": list(self.units),
                 "levels": {unit: list(names) for unit, names in zip(self.units, self.types, strict=True)}}
 
     def build_unit(self, index: int, weight: torch.Tensor, xtx: torch.Tensor | None) -> dict[str, torch.Tensor]:
@@ -115,40 +117,60 @@ class GgufSpace(LinearSpace):
 
     @contextmanager
     def applied(self, model: nn.Module, genome: Genome) -> Iterator[nn.Module]:
-        with super().applied(model, genome), self._file_floats(model):
+        with super().applied(model, genome), self._fixed_matrices(model):
             yield model
 
     def materialise(self, model: nn.Module, genome: Genome) -> nn.Module:
         model = super().materialise(model, genome)
         with torch.no_grad():
             for module in _unowned(model):
-                module.weight.copy_(module.weight.to(FILE_FLOAT))
+                module.weight.copy_(self._fixed(module.weight)[1])
         return model
 
     @contextmanager
-    def _file_floats(self, model: nn.Module) -> Iterator[None]:
-        """The embeddings and output head as the file holds them; a tied head shares the embedding's rounded copy."""
+    def _fixed_matrices(self, model: nn.Module) -> Iterator[None]:
+        """The embeddings and output head as the file holds them; a tied head shares the embedding's copy."""
         originals = [(module, module.weight) for module in _unowned(model)]
-        rounded: dict[int, nn.Parameter] = {}
         for module, weight in originals:
-            if id(weight) not in rounded:
-                rounded[id(weight)] = nn.Parameter(weight.detach().to(FILE_FLOAT).to(weight.dtype), requires_grad=False)
-            module.weight = rounded[id(weight)]
+            module.weight = self._fixed(weight)[1]
         try:
             yield
         finally:
             for module, weight in originals:
                 module.weight = weight
 
+    def _fixed(self, weight: torch.Tensor) -> tuple[np.ndarray, nn.Parameter]:
+        """A matrix no unit owns in the ``embeddings`` type: its bytes and its decoded values, kept per process."""
+        key = ("fixed", id(weight), weight.dtype)
+        if key not in self._cache:
+            data = self.embeddings.quantize(weight.detach().float().numpy())
+            decoded = torch.from_numpy(self.embeddings.dequantize(data, tuple(weight.shape))).to(weight.dtype)
+            self._cache[key] = (data, nn.Parameter(decoded, requires_grad=False))
+        self._cache.move_to_end(key)
+        return self._cache[key]
+
     def gguf_tensors(self, model: nn.Module, genome: Genome) -> dict[nn.Module, tuple[TensorType, np.ndarray]]:
-        """Each linear with its type and bytes: a row slice of its unit's (a tied unit's members are its row ranges)."""
-        tensors = {}
+        """Each linear with its type and bytes: a row slice of its unit's (a tied unit's members are its row ranges);
+        the embeddings and output head in their fixed type."""
+        tensors = {module: (self.embeddings, self._fixed(module.weight)[0]) for module in _unowned(model)}
         for index, level in enumerate(genome.levels):
             data = self.encoded(index, level, self.dense_weight(model, index))
             starts = np.cumsum((0, *self.rows[index]))
             for name, start, end in zip(self.members[index], starts, starts[1:], strict=False):
                 tensors[model.get_submodule(name)] = (self.unit_type(index, level), data[start:end])
         return tensors
+
+
+def _fixed_type(model: nn.Module, name: str) -> TensorType:
+    """The type of the matrices no unit owns, checked against their row length."""
+    if name not in TYPES:
+        raise UserError(f"embeddings: GGUF type {name!r} is not one the gguf space writes; choose from "
+                        f"{', '.join(TYPES)}")
+    for module in _unowned(model):
+        if not TYPES[name].fits(module.weight.shape[1]):
+            raise UserError(f"embeddings: {name} needs rows of a multiple of {TYPES[name].block} weights, and the "
+                            f"embeddings' rows hold {module.weight.shape[1]}; choose F16, Q8_0, Q5_0 or Q4_0")
+    return TYPES[name]
 
 
 def _unowned(model: nn.Module) -> list[nn.Module]:

@@ -118,8 +118,8 @@ def test_tied_units_give_each_member_its_own_rows_of_the_bytes(model, llama, tex
     assert np.array_equal(np.concatenate(parts), whole) and [len(p) for p in parts] == list(space.rows[fused])
 
 
-@pytest.mark.parametrize("space", [GGUF, {**GGUF, "tie": True}, {"kind": "depth", "drop": 1}, JOINT],
-                         ids=["gguf", "gguf tied", "depth", "depth x gguf"])
+@pytest.mark.parametrize("space", [GGUF, {**GGUF, "tie": True, "embeddings": "Q8_0"}, {"kind": "depth", "drop": 1},
+                                   JOINT], ids=["gguf", "gguf tied, Q8_0 embeddings", "depth", "depth x gguf"])
 def test_a_gguf_export_loads_in_transformers_with_the_stores_metrics(space, llama, text_files, tmp_path, capsys):
     spec = job(llama, text_files, space, **{"strategy.generations": 2})
     outcome = run_job(spec, tmp_path / "s.db", executor="local")
@@ -132,6 +132,8 @@ def test_a_gguf_export_loads_in_transformers_with_the_stores_metrics(space, llam
     reader = gguf.GGUFReader(tmp_path / "out" / "model.gguf")
     types = {tensor.name: tensor.tensor_type.name for tensor in reader.tensors}
     assert max(int(name.split(".")[1]) for name in types if name.startswith("blk.")) == 3 - (space["kind"] != "gguf")
+    fixed = space.get("embeddings", space.get("gguf", {}).get("embeddings", "F16"))
+    assert types["token_embd.weight"] == types["output.weight"] == fixed  # the tiny Llama's head is untied
     if space["kind"] != "depth":
         linears = {name: kind for name, kind in types.items() if "blk." in name and "norm" not in name}
         stored = sum(tensor.n_bytes for tensor in reader.tensors if tensor.name in linears)
@@ -169,7 +171,8 @@ def test_a_quant_genome_is_refused_as_gguf_in_one_line(llama, text_files, tmp_pa
     ({**GGUF, "bits": 3.0}, "gguf budget 3 bits per weight is impossible"),
     ({**GGUF, "types": ["Q4_K", "Q2_K"]}, "none of the GGUF types ['Q4_K', 'Q2_K'] fits"),
     ({**GGUF, "types": ["Q8_0", "Q7_0"]}, "GGUF type 'Q7_0' is not one the gguf space writes"),
-], ids=["impossible budget", "no type fits", "unknown type"])
+    ({**GGUF, "embeddings": "Q4_K"}, "embeddings: Q4_K needs rows of a multiple of 256 weights"),
+], ids=["impossible budget", "no type fits", "unknown type", "embeddings type does not fit"])
 def test_bad_gguf_space_is_one_line_exit_2_and_leaves_the_store(space, message, llama, text_files, tmp_path,
                                                                  capsys):
     refused(job_yaml(llama, text_files), job_yaml(llama, text_files, space=space), message, tmp_path, capsys)

@@ -24,17 +24,20 @@ class GgufSpaceSpec(LinearSpaceSpec):
 
     ``types`` are the GGUF types to choose from (F16, BF16, Q8_0, Q6_K, Q5_1, Q5_K, Q5_0, Q4_1, Q4_K, Q4_0, Q3_K,
     Q2_K), quantized as llama.cpp's reference quantizers do; each linear chooses among those its row length allows
-    (K-quants need rows of a multiple of 256 weights). ``paretopress export --format gguf`` writes the chosen bytes.
+    (K-quants need rows of a multiple of 256 weights). ``embeddings`` is the one type of the token embeddings and an
+    untied output head, not searched and outside the budget (the exported file's size counts it).
+    ``paretopress export --format gguf`` writes the chosen bytes.
     """
 
     kind: Literal["gguf"] = "gguf"
     bits: float
     types: list[str] = Field(default_factory=lambda: list(DEFAULT_TYPES), min_length=2)
+    embeddings: str = "F16"
 
     def space(self, model: nn.Module) -> GgufSpace:
         from paretopress.spaces.gguf import GgufSpace
 
-        return GgufSpace(model, self.bits, self.types, self.tie)
+        return GgufSpace(model, self.bits, self.types, self.tie, self.embeddings)
 
     def budget_text(self) -> str:
         return f"bits={self.bits}"
