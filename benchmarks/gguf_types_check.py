@@ -4,7 +4,9 @@ Quantizes the same float32 rows with ``TYPES[name].quantize`` and with ggml's ``
 matrix: the reference round-to-nearest quantizers that ``llama-quantize`` uses without one), called through ctypes
 from a built ``libggml-base.so``, and counts identical bytes and blocks per type. Rows: Gaussian, heavy-tailed
 (Student t, 3 degrees of freedom), one with all-zero and constant blocks, and three of SmolLM2-135M's down_proj
-matrices (576 x 1536; a de-quantised 4-bit model).
+matrices (576 x 1536; a de-quantised 4-bit model). ``--imatrix`` repeats it with an importance matrix (a seeded
+positive weight per column): the types with an importance-weighted path (Q4_0, Q5_0) must match llama.cpp's
+``llama-quantize --imatrix`` bytes, Q8_0 (which ignores it in both) too.
 
 The library comes from ``--lib`` (the .so, a folder holding it, or a llama-cpp-python wheel), else from an installed
 ``llama_cpp`` package. One way to get it (builds llama.cpp from source with cmake and g++):
@@ -67,12 +69,14 @@ def load_ggml(path: Path) -> ctypes.CDLL:
     return lib
 
 
-def ggml_quantize(lib: ctypes.CDLL, kind: TensorType, rows: np.ndarray) -> np.ndarray:
-    """llama.cpp's bytes for ``rows`` (float32 [n, cols]), no importance matrix."""
+def ggml_quantize(lib: ctypes.CDLL, kind: TensorType, rows: np.ndarray,
+                  importance: np.ndarray | None = None) -> np.ndarray:
+    """llama.cpp's bytes for ``rows`` (float32 [n, cols]), with an importance matrix [cols] where given."""
     rows = np.ascontiguousarray(rows, dtype=np.float32)
     out = np.zeros((len(rows), kind.row_bytes(rows.shape[1])), dtype=np.uint8)
+    imatrix = None if importance is None else np.ascontiguousarray(importance, dtype=np.float32)
     written = lib.ggml_quantize_chunk(int(kind.qtype), rows.ctypes.data, out.ctypes.data, 0, len(rows),
-                                      rows.shape[1], None)
+                                      rows.shape[1], None if imatrix is None else imatrix.ctypes.data)
     assert written == out.size, (kind.name, written, out.size)
     return out
 
@@ -104,13 +108,19 @@ def real_rows() -> dict[str, np.ndarray]:
             for unit in REAL_UNITS}
 
 
-def compare(lib: ctypes.CDLL, kind: TensorType, rows: np.ndarray) -> tuple[int, int, int, int, float, float]:
+def importance_of(rows: np.ndarray, seed: int) -> np.ndarray:
+    """A seeded positive importance per column, spread like real squared activations (a few columns dominate)."""
+    return np.random.default_rng(seed).gamma(0.5, 1.0, rows.shape[1]).astype(np.float32)
+
+
+def compare(lib: ctypes.CDLL, kind: TensorType, rows: np.ndarray,
+            importance: np.ndarray | None = None) -> tuple[int, int, int, int, float, float]:
     """(identical bytes, bytes, identical blocks, blocks, our seconds, ggml's seconds) for one type and matrix."""
     start = time.perf_counter()
-    ours = kind.quantize(rows)
+    ours = kind.quantize(rows, importance)
     our_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    theirs = ggml_quantize(lib, kind, rows)
+    theirs = ggml_quantize(lib, kind, rows, importance)
     ggml_seconds = time.perf_counter() - start
     same = ours == theirs
     blocks = same.reshape(-1, kind.block_bytes).all(axis=1)
@@ -123,7 +133,10 @@ def main() -> int:
     parser.add_argument("--types", nargs="+", default=list(TYPES), choices=list(TYPES))
     parser.add_argument("--no-real", action="store_true", help="skip SmolLM2's matrices")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--imatrix", action="store_true", help="with an importance matrix (Q4_0, Q5_0, Q8_0)")
     args = parser.parse_args()
+    if args.imatrix:
+        args.types = [name for name in args.types if TYPES[name].weighted is not None or name == "Q8_0"]
     with tempfile.TemporaryDirectory() as scratch:
         path = find_library(args.lib, Path(scratch))
         if path is None:
@@ -141,7 +154,7 @@ def main() -> int:
             kind = TYPES[name]
             totals = np.zeros(6)
             for rows in matrices.values():
-                totals += compare(lib, kind, rows)
+                totals += compare(lib, kind, rows, importance_of(rows, args.seed) if args.imatrix else None)
             same_bytes, n_bytes, same_blocks, n_blocks, ours, ggml = totals
             matching += same_bytes == n_bytes
             digest = hashlib.sha256(ggml_quantize(lib, kind, matrices["hashed 16x512"]).tobytes()).hexdigest()

@@ -7,7 +7,11 @@ costs exactly the bytes llama.cpp reads for that tensor, scales included. Such c
 their sum fixed, so the budget is a ``Limit`` on the total: every genome stays at or below ``bits`` on average over
 the linears, a search repairs its genomes onto that limit, and each candidate's exact average is reported.
 
-The level database stores each quantized type's bytes; a level's weight is what gguf dequantizes from them, so a
+Levels are built by llama.cpp's reference quantizers (``builder: rtn``, as ``llama-quantize`` without an importance
+matrix) or with the calibration inputs' importance matrix (``builder: imatrix``: the diagonal of X^T X, each
+column's summed squared input, as ``llama-quantize --imatrix`` weighs the error; Q4_0 and Q5_0 use it, the other
+types have no weighted path here and quantize as with ``rtn``). The level database stores each quantized type's
+bytes; a level's weight is what gguf dequantizes from them, so a
 candidate is evaluated on the weights its exported file holds. Float types (F16, BF16) are the dense weight rounded,
 computed on use rather than stored. The matrices no unit owns (embeddings, an untied output head) are written in one
 fixed type, ``embeddings`` (F16 unless told), and candidates are evaluated with them encoded and decoded in it too;
@@ -19,6 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Literal
 
 import numpy as np
 import torch
@@ -33,14 +38,17 @@ from paretopress.spaces.linear import LinearSpace
 FLOAT_TYPES = ("F16", "BF16")  # rounded on use: nothing to store
 
 
+GgufBuilder = Literal["rtn", "imatrix"]
+
+
 class GgufSpace(LinearSpace):
     kind = "gguf"
-    builder = "rtn"  # llama.cpp's reference quantizers, as llama-quantize without an importance matrix
-    needs_calibration = False
 
     def __init__(self, model: nn.Module, bits: float, types: list[str], tie: bool = False,
-                 embeddings: str = "F16") -> None:
+                 embeddings: str = "F16", builder: GgufBuilder = "rtn") -> None:
         super().__init__(model, tie)
+        self.builder = builder
+        self.needs_calibration = builder == "imatrix"
         self.embeddings = _fixed_type(model, embeddings)
         unknown = [name for name in types if name not in TYPES]
         if unknown:
@@ -100,7 +108,8 @@ class GgufSpace(LinearSpace):
 
     def build_unit(self, index: int, weight: torch.Tensor, xtx: torch.Tensor | None) -> dict[str, torch.Tensor]:
         array = weight.numpy()
-        return {f"{self.units[index]}.{name}": torch.from_numpy(TYPES[name].quantize(array))
+        importance = torch.diagonal(xtx).float().numpy() if self.builder == "imatrix" else None
+        return {f"{self.units[index]}.{name}": torch.from_numpy(TYPES[name].quantize(array, importance))
                 for name in self.types[index] if name not in FLOAT_TYPES}
 
     def encoded(self, index: int, level: int, dense: torch.Tensor) -> np.ndarray:

@@ -26,6 +26,8 @@ GROUP_MAX_EPS = F32(1e-15)  # llama.cpp treats a group whose largest magnitude i
 
 #: float32 blocks [n, block] -> their bytes [n, block_bytes]
 Encoder = Callable[[np.ndarray], np.ndarray]
+#: float32 blocks [n, block] and each weight's importance [n, block] -> their bytes [n, block_bytes]
+WeightedEncoder = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,7 @@ class TensorType:
     block: int
     block_bytes: int
     encoder: Encoder | None = None  # None: gguf's own quantizer
+    weighted: WeightedEncoder | None = None  # llama.cpp's path with an importance matrix; None: it ignores one
 
     @property
     def bits_per_weight(self) -> float:
@@ -51,13 +54,22 @@ class TensorType:
         """Bytes one row takes in a GGUF file."""
         return row_length // self.block * self.block_bytes
 
-    def quantize(self, weights: np.ndarray) -> np.ndarray:
-        """The bytes GGUF stores for ``weights`` (float [rows, cols]): uint8 [rows, row_bytes(cols)]."""
+    def quantize(self, weights: np.ndarray, importance: np.ndarray | None = None) -> np.ndarray:
+        """The bytes GGUF stores for ``weights`` (float [rows, cols]): uint8 [rows, row_bytes(cols)].
+
+        ``importance`` [cols] is an importance matrix (llama.cpp's imatrix: the mean squared input of each column):
+        types with a ``weighted`` path then choose each block's scale for the importance-weighted error, as
+        ``llama-quantize --imatrix`` does; the others ignore it, as llama.cpp does for them.
+        """
         rows, cols = weights.shape
         if not self.fits(cols):
             raise ValueError(f"{self.name} needs rows of a multiple of {self.block} weights, not {cols}")
         weights = np.ascontiguousarray(weights, dtype=F32)
-        if self.encoder is None:
+        if importance is not None and self.weighted is not None:
+            blocks, emphasis = (a.reshape(-1, self.block) for a in _emphasis(weights, importance))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                data = self.weighted(blocks, emphasis)
+        elif self.encoder is None:
             data = quants.quantize(weights, self.qtype)
         else:
             with np.errstate(divide="ignore", invalid="ignore"):  # masked lanes of all-zero groups are discarded
@@ -103,15 +115,16 @@ def _signed_max(values: np.ndarray) -> np.ndarray:
 # ---- the group quantizers of ggml-quants.c, vectorised over groups (last axis: the weights of one group)
 
 
-def _qx_quants(x: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarray]:
-    """``make_qx_quants`` with rmse_type 1: a symmetric scale tried at 19 grid points, weighted by x^2.
+def _qx_quants(x: np.ndarray, nmax: int, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``make_qx_quants`` with rmse_type 1: a symmetric scale tried at 19 grid points, each weight's error weighted
+    by x^2, or by ``weights`` where given (an importance matrix).
 
     Returns (scale, codes in [0, 2 nmax)).
     """
     peak = _signed_max(x)
     empty = np.abs(peak) < GROUP_MAX_EPS
     peak = np.where(empty, F32(1), peak)[..., None]
-    w = x * x
+    w = x * x if weights is None else weights
 
     def attempt(iscale: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         codes = _nearest(iscale * x, -nmax, nmax - 1)
@@ -231,6 +244,29 @@ def _bytes(*fields: np.ndarray) -> np.ndarray:
     return np.concatenate([field.astype(np.uint8) for field in fields], axis=1)
 
 
+# ---- the legacy block encoders with an importance matrix (``quantize_row_q*_0_impl``)
+
+
+def _emphasis(rows: np.ndarray, importance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The rows and each weight's error weight ``imatrix[j] * sqrt(sigma2 + x_j^2)``, sigma2 the row's mean x^2."""
+    sigma2 = _seq_sum(rows * rows) / F32(rows.shape[1])
+    return rows, importance.astype(F32)[None, :] * np.sqrt(sigma2[:, None] + rows * rows)
+
+
+def _encode_q4_0_weighted(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``block_q4_0``: a float16 scale and 32 4-bit codes, low nibbles the first 16 weights."""
+    scale, codes = _qx_quants(x, 8, weights)
+    return _bytes(_half(scale)[0], codes[:, :16] | codes[:, 16:] << 4)
+
+
+def _encode_q5_0_weighted(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``block_q5_0``: a float16 scale, the codes' fifth bits in a little-endian uint32, then their low nibbles."""
+    scale, codes = _qx_quants(x, 16, weights)
+    high = np.bitwise_or.reduce(((codes >> 4) & 1).astype(np.uint32) << np.arange(32, dtype=np.uint32), axis=1)
+    low = codes & 0xF
+    return _bytes(_half(scale)[0], high.astype("<u4")[:, None].view(np.uint8), low[:, :16] | low[:, 16:] << 4)
+
+
 # ---- the K-quant block encoders: float32 super-blocks [n, 256] -> their bytes, in ggml-common.h's struct order
 
 
@@ -324,16 +360,17 @@ def _encode_q2_k(x: np.ndarray) -> np.ndarray:
     return _bytes(packed, qs, d_bytes, m_bytes)
 
 
-def _type(name: str, encoder: Encoder | None = None) -> TensorType:
+def _type(name: str, encoder: Encoder | None = None, weighted: WeightedEncoder | None = None) -> TensorType:
     """A type with its block geometry read from gguf's table."""
     qtype = GGMLQuantizationType[name]
     block, block_bytes = GGML_QUANT_SIZES[qtype]
-    return TensorType(name, qtype, block, block_bytes, encoder)
+    return TensorType(name, qtype, block, block_bytes, encoder, weighted)
 
 
 #: every type this codec writes, from the most bits per weight to the fewest
 TYPES: dict[str, TensorType] = {t.name: t for t in (
     _type("F16"), _type("BF16"), _type("Q8_0"), _type("Q6_K", _encode_q6_k), _type("Q5_1"),
-    _type("Q5_K", _encode_q5_k), _type("Q5_0"), _type("Q4_1"), _type("Q4_K", _encode_q4_k), _type("Q4_0"),
-    _type("Q3_K", _encode_q3_k), _type("Q2_K", _encode_q2_k),
+    _type("Q5_K", _encode_q5_k), _type("Q5_0", weighted=_encode_q5_0_weighted), _type("Q4_1"),
+    _type("Q4_K", _encode_q4_k), _type("Q4_0", weighted=_encode_q4_0_weighted), _type("Q3_K", _encode_q3_k),
+    _type("Q2_K", _encode_q2_k),
 )}

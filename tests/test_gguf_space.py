@@ -108,6 +108,21 @@ def test_levels_are_gguf_bytes_and_candidates_get_their_dequantized_weights(mode
     assert torch.equal(applied, space.level_weight(down, genome.levels[down], dense))
 
 
+def test_imatrix_levels_weigh_each_column_by_its_calibration_inputs(model, llama, text_files):
+    """Q4_0 and Q5_0 levels are the codec's importance-weighted bytes for diag(X^T X); the other types are the
+    reference quantizer's (as llama.cpp quantizes them with an importance matrix too: benchmarks/gguf_types_check.py
+    compares both paths with llama.cpp's bytes)."""
+    spec = job(llama, text_files, {**GGUF, "builder": "imatrix", "types": ["Q8_0", "Q5_0", "Q4_0"]})
+    space = build_space(spec, model)
+    plain = GgufSpace(model, 5.0, ["Q8_0", "Q5_0", "Q4_0"])
+    dense = space.dense_weight(model, 0).detach()
+    differs = {name: not np.array_equal(space.encoded(0, level, dense), plain.unit_levels(model, 0, None)
+                                        .get(f"{space.units[0]}.{name}", np.empty(0)).numpy())
+               for level, name in enumerate(space.types[0])}
+    assert differs == {"Q8_0": False, "Q5_0": True, "Q4_0": True}
+    assert space.needs_calibration and not plain.needs_calibration
+
+
 def test_tied_units_give_each_member_its_own_rows_of_the_bytes(model, llama, text_files):
     space = build_space(job(llama, text_files, {**GGUF, "tie": True}), model)
     genome = space.uniform()
@@ -118,8 +133,9 @@ def test_tied_units_give_each_member_its_own_rows_of_the_bytes(model, llama, tex
     assert np.array_equal(np.concatenate(parts), whole) and [len(p) for p in parts] == list(space.rows[fused])
 
 
-@pytest.mark.parametrize("space", [GGUF, {**GGUF, "tie": True, "embeddings": "Q8_0"}, {"kind": "depth", "drop": 1},
-                                   JOINT], ids=["gguf", "gguf tied, Q8_0 embeddings", "depth", "depth x gguf"])
+@pytest.mark.parametrize("space", [GGUF, {**GGUF, "tie": True, "embeddings": "Q8_0", "builder": "imatrix"},
+                                   {"kind": "depth", "drop": 1}, JOINT],
+                         ids=["gguf", "gguf tied, Q8_0 embeddings, imatrix", "depth", "depth x gguf"])
 def test_a_gguf_export_loads_in_transformers_with_the_stores_metrics(space, llama, text_files, tmp_path, capsys):
     spec = job(llama, text_files, space, **{"strategy.generations": 2})
     outcome = run_job(spec, tmp_path / "s.db", executor="local")

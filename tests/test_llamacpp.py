@@ -1,4 +1,5 @@
-"""``export --format gguf`` run by llama.cpp itself (the optional llama-cpp-python extra: ``make test-llamacpp``).
+"""llama.cpp itself (the optional llama-cpp-python extra: ``make test-llamacpp``): it runs ``export --format gguf``
+files, and our GGUF codec writes its quantizers' bytes.
 
 llama.cpp computes its matrix products on quantized activations, so its metrics are close to the store's rather than
 equal; transformers' reading of the same file is the one that matches the store exactly (tests/test_gguf_space.py).
@@ -6,6 +7,7 @@ equal; transformers' reading of the same file is the one that matches the store 
 
 import json
 
+import numpy as np
 import pytest
 
 from paretopress.cli import main
@@ -33,3 +35,19 @@ def test_llama_cpp_runs_the_exported_file_with_the_stores_metrics(space, llama, 
     store, runtime = metrics["store"], metrics["llama.cpp"]
     assert runtime["ppl"] == pytest.approx(store["ppl"], rel=1e-3)  # measured: 5e-5 (gguf), 2e-6 (depth)
     assert runtime["kl"] == pytest.approx(store["kl"], rel=0.1, abs=1e-6)  # measured: 3% of 4e-6, 1e-4 of 3e-4
+
+
+@pytest.mark.parametrize("imatrix", [False, True], ids=["reference", "imatrix"])
+def test_every_type_writes_llama_cpps_own_bytes(imatrix, tmp_path):
+    """Our codec against ggml's quantizers in the installed llama.cpp, bit for bit (benchmarks/gguf_types_check.py
+    adds SmolLM2's matrices): every type without an importance matrix, and Q4_0, Q5_0 and Q8_0 with one."""
+    from benchmarks.gguf_types_check import find_library, ggml_quantize, importance_of, load_ggml, synthetic_rows
+    from paretopress.spaces.gguf_types import TYPES
+
+    lib = load_ggml(find_library(None, tmp_path))
+    kinds = [kind for kind in TYPES.values() if not imatrix or kind.weighted is not None or kind.name == "Q8_0"]
+    for name, rows in synthetic_rows(np.random.default_rng(0)).items():
+        importance = importance_of(rows, 0) if imatrix else None
+        for kind in kinds:
+            assert np.array_equal(kind.quantize(rows, importance), ggml_quantize(lib, kind, rows, importance)), \
+                (kind.name, name)

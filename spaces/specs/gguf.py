@@ -33,11 +33,12 @@ class GgufSpaceSpec(LinearSpaceSpec):
     bits: float
     types: list[str] = Field(default_factory=lambda: list(DEFAULT_TYPES), min_length=2)
     embeddings: str = "F16"
+    builder: Literal["rtn", "imatrix"] = "rtn"  # imatrix: Q4_0 / Q5_0 weighted by the calibration inputs
 
     def space(self, model: nn.Module) -> GgufSpace:
         from paretopress.spaces.gguf import GgufSpace
 
-        return GgufSpace(model, self.bits, self.types, self.tie, self.embeddings)
+        return GgufSpace(model, self.bits, self.types, self.tie, self.embeddings, self.builder)
 
     def budget_text(self) -> str:
         return f"bits={self.bits}"
