@@ -6,7 +6,8 @@ genome and the search's best are exported with ``--format gguf``; each file is l
 that must equal the store's) and, where llama-cpp-python is installed (``make test-llamacpp`` installs it), run by
 llama.cpp on the same held-out samples. Prints one markdown table.
 
-    .venv/bin/python benchmarks/gguf_export.py --db runs/gguf.db --out runs/gguf-export [--bits 4.5 5.0]
+    .venv/bin/python benchmarks/gguf_export.py --db runs/gguf.db --out runs/gguf-export [--bits 4.5 5.5]
+        [--builder imatrix]   # levels weighted by the calibration inputs (Q4_0, Q5_0), as llama-quantize --imatrix
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ JOB = {"model": "smollm2-135m", "data": "wiki-sample", "seed": 0,
        "run": {"workers": 2, "threads_per_worker": 1, "batch_size": 8}}
 
 
-def study(db: str, out: Path, bits: float) -> list[str]:
-    name = f"gguf-smollm2-{bits:g}"
-    job = JobSpec.model_validate({"name": name, **JOB, "space": {"kind": "gguf", "bits": bits}})
+def study(db: str, out: Path, bits: float, builder: str) -> list[str]:
+    name = f"gguf-smollm2-{bits:g}" + ("" if builder == "rtn" else f"-{builder}")
+    job = JobSpec.model_validate({"name": name, **JOB, "space": {"kind": "gguf", "bits": bits, "builder": builder}})
     start = time.perf_counter()
     outcome = run_job(job, db)
     print(f"{name}: done in {time.perf_counter() - start:.0f} s", flush=True)
@@ -64,10 +65,11 @@ def main() -> None:
     parser.add_argument("--db", required=True)
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--bits", nargs="+", type=float, default=[4.5])
+    parser.add_argument("--builder", choices=["rtn", "imatrix"], default="rtn")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     quiet_transformers()
-    table = [line for bits in args.bits for line in study(args.db, args.out, bits)]
+    table = [line for bits in args.bits for line in study(args.db, args.out, bits, args.builder)]
     print("| study | genome | bits | held-out KL | held-out ppl | news@512 KL | news@512 ppl | .gguf bytes "
           "| transformers KL vs store | llama.cpp KL | llama.cpp ppl |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
