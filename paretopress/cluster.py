@@ -36,12 +36,13 @@ def connect_ray(address: str | None, num_cpus: int | None = None) -> None:
     On a cluster with token authentication, export RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH)
     before running paretopress; Ray reads them from the environment.
     """
+    address = address or os.environ.get("RAY_ADDRESS")  # set for jobs submitted to a cluster
+    if address:
+        check_reachable(address)  # a bad address is refused even in a process already connected
     if ray.is_initialized():
         return
-    address = address or os.environ.get("RAY_ADDRESS")  # set for jobs submitted to a cluster
     with kept_handler(signal.SIGTERM):  # ray.init makes SIGTERM exit at once, skipping our clean-up
         if address:
-            check_reachable(address)
             try:
                 ray.init(address=address, logging_level=logging.WARNING)
             except (ConnectionError, AuthenticationError) as error:  # after 20 s of retries, or at once: no token
