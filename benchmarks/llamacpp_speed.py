@@ -48,7 +48,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     tokens = prompt_tokens()
-    models = {path: Llama(model_path=str(path), n_ctx=PROMPT + NEW, n_batch=PROMPT, n_threads=args.threads,
+    models = {path: Llama(model_path=str(path), n_ctx=PROMPT + NEW, n_batch=PROMPT + NEW, n_threads=args.threads,
                           verbose=False) for path in args.files}
     times: dict[Path, list[tuple[float, float]]] = {path: [] for path in args.files}
     for round_index in range(args.repeats + 1):
