@@ -11,11 +11,10 @@ Levels are built by llama.cpp's reference quantizers (``builder: rtn``, as ``lla
 matrix) or with the calibration inputs' importance matrix (``builder: imatrix``: the diagonal of X^T X, each
 column's summed squared input, as ``llama-quantize --imatrix`` weighs the error; Q4_0 and Q5_0 use it, the other
 types have no weighted path here and quantize as with ``rtn``). The level database stores each quantized type's
-bytes; a level's weight is what gguf dequantizes from them, so a
-candidate is evaluated on the weights its exported file holds. Float types (F16, BF16) are the dense weight rounded,
-computed on use rather than stored. The matrices no unit owns (embeddings, an untied output head) are written in one
-fixed type, ``embeddings`` (F16 unless told), and candidates are evaluated with them encoded and decoded in it too;
-norms stay float32, as the file keeps them.
+bytes; a level's weight is what gguf dequantizes from them, so a candidate is evaluated on the weights its exported
+file holds. Float types (F16, BF16) are the dense weight rounded, computed on use rather than stored. The matrices
+no unit owns (embeddings, an untied output head) are written in one fixed type, ``embeddings`` (F16 unless told),
+and candidates are evaluated with them encoded and decoded in it too; norms stay float32, as the file keeps them.
 """
 
 from __future__ import annotations
@@ -36,8 +35,6 @@ from paretopress.spaces.gguf_types import TYPES, TensorType
 from paretopress.spaces.linear import LinearSpace
 
 FLOAT_TYPES = ("F16", "BF16")  # rounded on use: nothing to store
-
-
 GgufBuilder = Literal["rtn", "imatrix"]
 
 

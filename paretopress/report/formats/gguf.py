@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
@@ -53,13 +54,17 @@ class GgufFile(ExportFormat):
         model = space.materialise(model, genome)
         if hasattr(model.config, pruned.LAYOUT):
             raise UserError("export --format gguf: this candidate's layers differ in shape (narrowed or stubbed "
-                            "sub-layers), which a llama GGUF file cannot state; use --format transformers")
+                            "sub-layers), which a GGUF file of these architectures cannot state; use --format "
+                            "transformers")
+        _check_rope(config)
+        vocabulary = _vocabulary(tokenizer, config.vocab_size)
+        tensors = _tensors(model, chosen)  # every refusal above: nothing is written yet
         out.mkdir(parents=True, exist_ok=True)
         path = out / FILE
         writer = gguf.GGUFWriter(path, gguf.MODEL_ARCH_NAMES[ARCHITECTURES[config.model_type][0]])
         _metadata(writer, model)
-        _tokenizer(writer, tokenizer, config.vocab_size)
-        for name, data, qtype in _tensors(model, chosen):
+        vocabulary.write(writer)
+        for name, data, qtype in tensors:
             writer.add_tensor(name, data, raw_dtype=qtype)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
@@ -78,12 +83,16 @@ class GgufFile(ExportFormat):
         return {"llama.cpp": llamacpp.score_file(out / FILE, tokens, teacher, names, torch.get_num_threads())}
 
 
+def _check_rope(config: object) -> None:
+    scaling = getattr(config, "rope_scaling", None) or {}
+    if scaling.get("rope_type", "default") != "default":
+        raise UserError(f"export --format gguf: rope scaling {scaling.get('rope_type')!r} is not written yet; use "
+                        "--format transformers")
+
+
 def _metadata(writer: gguf.GGUFWriter, model: PreTrainedModel) -> None:
-    """The llama architecture's hyperparameters, as llama.cpp and transformers read them."""
+    """The architecture's hyperparameters, as llama.cpp and transformers read them."""
     config = model.config
-    if getattr(config, "rope_scaling", None) and config.rope_scaling.get("rope_type", "default") != "default":
-        raise UserError(f"export --format gguf: rope scaling {config.rope_scaling.get('rope_type')!r} is not written "
-                        "yet; use --format transformers")
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     writer.add_name(getattr(config, "_name_or_path", "") or config.model_type)
     writer.add_block_count(config.num_hidden_layers)
@@ -105,8 +114,24 @@ def _rope_theta(config: object) -> float:
     return theta
 
 
-def _tokenizer(writer: gguf.GGUFWriter, tokenizer: PreTrainedTokenizerBase, vocab_size: int) -> None:
-    """A byte-level BPE vocabulary (llama.cpp's ``gpt2`` model): tokens by id, their types, merges, special ids."""
+@dataclass(frozen=True)
+class Vocabulary:
+    """A byte-level BPE vocabulary as llama.cpp's ``gpt2`` tokenizer model holds it."""
+
+    tokens: list[str]
+    types: list[gguf.TokenType]
+    special: gguf.SpecialVocab  # merges, special token ids, whether BOS is added
+
+    def write(self, writer: gguf.GGUFWriter) -> None:
+        writer.add_tokenizer_model("gpt2")
+        writer.add_tokenizer_pre("default")
+        writer.add_token_list(self.tokens)
+        writer.add_token_types(self.types)
+        self.special.add_to_gguf(writer, quiet=True)
+
+
+def _vocabulary(tokenizer: PreTrainedTokenizerBase, vocab_size: int) -> Vocabulary:
+    """Tokens by id (embedding rows no token uses as unused pads), their types, merges and special ids."""
     with TemporaryDirectory() as folder:
         tokenizer.save_pretrained(folder)
         saved = Path(folder) / "tokenizer.json"
@@ -120,18 +145,14 @@ def _tokenizer(writer: gguf.GGUFWriter, tokenizer: PreTrainedTokenizerBase, voca
     tokens, types = [], []
     for index in range(vocab_size):
         token = by_id.get(index)
-        if token is None:  # the embedding has rows no token uses
+        if token is None:
             tokens.append(f"[PAD{index}]")
             types.append(gguf.TokenType.UNUSED)
         else:
             tokens.append(token)
             types.append(gguf.TokenType.NORMAL if token not in added else
                          gguf.TokenType.CONTROL if added[token] else gguf.TokenType.USER_DEFINED)
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("default")
-    writer.add_token_list(tokens)
-    writer.add_token_types(types)
-    special.add_to_gguf(writer, quiet=True)
+    return Vocabulary(tokens, types, special)
 
 
 def _tensors(model: PreTrainedModel, chosen: dict[nn.Module, tuple[TensorType, np.ndarray]]
