@@ -15,6 +15,7 @@ Prints one markdown table per family.
     .venv/bin/python benchmarks/exports.py gguf --db runs/gguf.db --out runs/gguf-export [--bits 4.5 5.5]
         [--builder imatrix]   # levels weighted by the calibration inputs (Q4_0, Q5_0), as llama-quantize --imatrix
     .venv/bin/python benchmarks/exports.py compressed-tensors --db runs/ct.db --out runs/ct-export [--bits 6.0]
+        [--generations 8]
 """
 
 from __future__ import annotations
@@ -40,9 +41,10 @@ HEADER = ("| study | genome | bits | held-out KL | held-out ppl | news@512 KL | 
           "| transformers KL vs store | llama.cpp KL | llama.cpp ppl |")
 
 
-def study(db: str, name: str, space: dict) -> Outcome:
+def study(db: str, name: str, space: dict, generations: int) -> Outcome:
     start = time.perf_counter()
-    outcome = run_job(JobSpec.model_validate({"name": name, **JOB, "space": space}), db)
+    job = {"name": name, **JOB, "strategy": {**JOB["strategy"], "generations": generations}, "space": space}
+    outcome = run_job(JobSpec.model_validate(job), db)
     print(f"{name}: done in {time.perf_counter() - start:.0f} s", flush=True)
     return outcome
 
@@ -82,6 +84,7 @@ def main() -> None:
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--bits", nargs="+", type=float)
     parser.add_argument("--builder", choices=["rtn", "imatrix"], default="rtn", help="gguf levels")
+    parser.add_argument("--generations", type=int, default=8)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     quiet_transformers()
@@ -89,11 +92,12 @@ def main() -> None:
     for bits in args.bits or ([4.5] if args.family == "gguf" else [6.0]):
         if args.family == "gguf":
             name = f"gguf-smollm2-{bits:g}" + ("" if args.builder == "rtn" else f"-{args.builder}")
-            outcome = study(args.db, name, {"kind": "gguf", "bits": bits, "builder": args.builder})
+            outcome = study(args.db, name, {"kind": "gguf", "bits": bits, "builder": args.builder},
+                            args.generations)
             plan = {"uniform": ["gguf"], outcome.best: ["gguf"]}
         else:
             name = f"ct-smollm2-{bits:g}"
-            outcome = study(args.db, name, {**SERVED, "bits": bits})
+            outcome = study(args.db, name, {**SERVED, "bits": bits}, args.generations)
             plan = {outcome.best: ["compressed-tensors", "transformers"]}
         table += exported(args.db, name, outcome, args.out, plan)
     print(HEADER)
