@@ -234,7 +234,7 @@ def profile(args: argparse.Namespace) -> int:
             for (module, kept), seconds in table.modules.items()])
     print(f"whole model {1e3 * table.model:.3f} ms; at full width the sub-layers take {1e3 * table.prunable:.3f} ms "
           f"({table.prunable / table.model:.1%}), the rest of the model {1e3 * (table.model - table.prunable):.3f} ms")
-    if table.prunable >= table.model:
+    if not table.consistent:
         print("the sub-layers measured no faster than the whole model: a search cannot use this table; measure again "
               "when the machine is quiet (--force) or with more --repeats")
     return 0

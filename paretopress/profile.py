@@ -113,6 +113,7 @@ class Profile:
     full: dict[str, float]  # module signature -> seconds at full width
     model: float  # the whole dense model
     prunable: float  # every layer's sub-layers at full width
+    consistent: bool  # whether a search can use it (``TimeTable.consistent``)
 
 
 def profile_model(spec: str, db_path: str | Path, *, device: str, batch: int, seq: int, dtype: str,
@@ -132,7 +133,7 @@ def profile_model(spec: str, db_path: str | Path, *, device: str, batch: int, se
     times = time_table(space, table, model_key(model, spec), setting.name)
     parts = space.latency_keys()[:2]  # layer 0's attention and MLP: every layer has the same ones
     return Profile(setting.name, {key: table[key] for keys in parts for key in keys},
-                   {keys[0][0]: table[keys[0]] for keys in parts}, times.dense, times.prunable)
+                   {keys[0][0]: table[keys[0]] for keys in parts}, times.dense, times.prunable, times.consistent)
 
 
 def latency_table(store: Store, model: nn.Module, spec: str, space: WidthSpace, setting: Setting,

@@ -75,6 +75,7 @@ def export_candidate(db_path: str | Path, study_ref: str, candidate_ref: str, ou
     heldout = pools[HELDOUT]
     measured = score(writer.load(out), heldout.tokens, heldout.teacher, REPORT_EVALUATORS, job.run.batch_size)
     runtime = writer.runtime_metrics(out, heldout.tokens, heldout.teacher, REPORT_EVALUATORS)
+    report = ExportReport(out, stored, measured, files, runtime)
     config = {
         "study": study.name,
         "candidate": candidate_id,
@@ -86,12 +87,12 @@ def export_candidate(db_path: str | Path, study_ref: str, candidate_ref: str, ou
         "cost": cost,
         "format": fmt,
         "files": files,
-        "bytes": sum(files.values()),
+        "bytes": report.bytes,
         "metrics": {"store": stored, "export": measured, **runtime, "pool": HELDOUT,
                     "samples": job.evaluation.heldout_samples, "seq_len": job.evaluation.seq_len},
     }
     (out / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
-    return ExportReport(out, stored, measured, files, runtime)
+    return report
 
 
 def _candidate_id(store: Store, study_id: int, ref: str) -> int:
