@@ -161,9 +161,9 @@ class GgufSpace(LinearSpace):
         tensors = {module: (self.embeddings, self._fixed(module.weight)[0]) for module in _unowned(model)}
         for index, level in enumerate(genome.levels):
             data = self.encoded(index, level, self.dense_weight(model, index))
-            starts = np.cumsum((0, *self.rows[index]))
-            for name, start, end in zip(self.members[index], starts, starts[1:], strict=False):
-                tensors[model.get_submodule(name)] = (self.unit_type(index, level), data[start:end])
+            parts = np.split(data, np.cumsum(self.rows[index])[:-1])  # as ``_split`` cuts a unit's weight
+            for name, part in zip(self.members[index], parts, strict=True):
+                tensors[model.get_submodule(name)] = (self.unit_type(index, level), part)
         return tensors
 
 
