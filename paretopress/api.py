@@ -15,7 +15,7 @@ from sqlalchemy import inspect
 
 from paretopress.evaluators.samples import CALIBRATION, CONFIRMATION, HELDOUT
 from paretopress.kernel.errors import UserError
-from paretopress.report.front import model_front, study_front
+from paretopress.report.front import front_cost, model_front, study_front
 from paretopress.report.plots import plot_front, plot_genome, plot_hypervolume
 from paretopress.report.tokens import study_tokens
 from paretopress.spaces.genome import Genome
@@ -106,10 +106,12 @@ class StoreView:
         frame = pd.DataFrame(rows, columns=columns)
         return frame.astype({"generation": "Int64", "parent": "Int64", "calib_tokens": "Int64"})
 
-    def front(self, study: str | int, objectives: Sequence[str] = ("kl", "params")) -> pd.DataFrame:
-        """The study's non-dominated candidates over held-out ``objectives`` (all minimised), cheapest first."""
-        rows = study_front(self.store, self.store.study(study).id, tuple(objectives))
-        return _frame(rows, ["candidate", "origin", "generation", *objectives])
+    def front(self, study: str | int, objectives: Sequence[str] | None = None) -> pd.DataFrame:
+        """The study's non-dominated candidates over held-out ``objectives`` (all minimised; default: KL and the
+        study's ``front.cost``), cheapest first."""
+        row = self.store.study(study)
+        objectives = tuple(objectives or ("kl", front_cost(row.spec)))
+        return _frame(study_front(self.store, row.id, objectives), ["candidate", "origin", "generation", *objectives])
 
     def front_across(self, model: str | None = None, objectives: Sequence[str] = ("kl", "params")) -> pd.DataFrame:
         """Non-dominated candidates over every study of one model; ``model`` may be left out if the store has one."""

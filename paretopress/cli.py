@@ -35,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     studies = commands.add_parser("studies", help="list the studies in a store")
     studies.add_argument("--db", default=DEFAULT_DB)
 
-    front = commands.add_parser("front", help="non-dominated candidates of a study (held-out KL vs parameters)")
+    front = commands.add_parser("front", help="non-dominated candidates of a study (held-out KL vs its front.cost)")
     front.add_argument("study", help="study name or id")
     front.add_argument("--db", default=DEFAULT_DB)
     machine = front.add_mutually_exclusive_group()

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, TextIO
 from paretopress.api import open_store, plot_front
 from paretopress.job import load_job
 from paretopress.kernel.errors import UserError
-from paretopress.report.front import study_front
+from paretopress.report.front import front_cost, study_front
 from paretopress.report.plots import renderer
 from paretopress.report.tokens import baseline_tokens, study_tokens
 from paretopress.spaces.specs import budget_text
@@ -111,7 +111,7 @@ def _outcome_table(outcome: Outcome, db: str) -> None:
         study = store.study(outcome.study_id)
         runs = {run.label: run for run in store.baseline_runs(study.id)}
         tokens = study_tokens(store, study)
-    seq_len = study.spec["evaluation"]["seq_len"]
+    seq_len, sizes = study.spec["evaluation"]["seq_len"], _sizes(study.spec)
     rows = []
     for label, values in outcome.metrics.items():
         run = runs.get(label)
@@ -121,10 +121,10 @@ def _outcome_table(outcome: Outcome, db: str) -> None:
             cost = ("" if label == DENSE or label in outcome.baselines else f"{tokens.search:,}", "", "")
         other = outcome.confirmed.get(label)
         confirmed = () if other is None else (f"{other['kl']:.4f}", f"{other['ppl']:.3f}")
-        rows.append((label, f"{int(values['params']):,}", f"{values['kl']:.4f}", f"{values['ppl']:.3f}", *confirmed,
-                     *cost))
+        rows.append((label, *(f"{int(values[size]):,}" for size in sizes), f"{values['kl']:.4f}",
+                     f"{values['ppl']:.3f}", *confirmed, *cost))
     extra = ("heldout_data kl", "heldout_data ppl") if outcome.confirmed else ()
-    _table(("genome", "params", "held-out kl", "held-out ppl", *extra, "tokens", "seconds", "passes"), rows)
+    _table(("genome", *sizes, "held-out kl", "held-out ppl", *extra, "tokens", "seconds", "passes"), rows)
     print(f"study {study.name!r}: {tokens}")
 
 
@@ -148,6 +148,7 @@ def front(args: argparse.Namespace) -> int:
         study = store.study(args.study)
         rows = study_front(store, study.id)
         tokens = study_tokens(store, study)
+    sizes = _sizes(study.spec)
     if args.csv:
         fields = list(dict.fromkeys(key for row in rows for key in row)) or ["candidate", "origin", "generation"]
         writer = csv.DictWriter(sys.stdout, fields, lineterminator="\n")
@@ -158,12 +159,18 @@ def front(args: argparse.Namespace) -> int:
         print(json.dumps([{k: _json_number(v) for k, v in row.items()} for row in rows]))
         return 0
     _table(
-        ("candidate", "origin", "generation", "params", "kl", "ppl"),
-        [(r["candidate"], r["origin"], "" if r["generation"] is None else r["generation"], f"{int(r['params']):,}",
-          f"{r['kl']:.4f}", f"{r.get('ppl', float('nan')):.3f}") for r in rows],
+        ("candidate", "origin", "generation", *sizes, "kl", "ppl"),
+        [(r["candidate"], r["origin"], "" if r["generation"] is None else r["generation"],
+          *(f"{int(r[size]):,}" for size in sizes), f"{r['kl']:.4f}", f"{r.get('ppl', float('nan')):.3f}")
+         for r in rows],
     )
     print(f"study {study.name!r}: {tokens}")
     return 0
+
+
+def _sizes(spec: dict) -> tuple[str, ...]:
+    """The size columns of a study's tables: parameters, and bytes where its front is ranked by them."""
+    return tuple(dict.fromkeys(("params", front_cost(spec))))
 
 
 def _json_number(value):

@@ -30,9 +30,15 @@ UNION_FIELDS: dict[str, Registry] = {"space": SPACES, "strategy": STRATEGIES, "b
 
 
 class FrontSpec(Closed):
-    """Reference point of the hypervolume recorded per generation: (``reference_kl``, the dense parameter count)."""
+    """The front's cost axis and the reference point of the hypervolume recorded per generation.
+
+    ``cost: params`` (the default) ranks candidates by parameter count, ``cost: bytes`` by the bytes their searched
+    tensors store (quant and gguf spaces: bits change no parameter count, so a params front of such a study is flat
+    and its hypervolume 0). The hypervolume's reference is (``reference_kl``, the dense genome's cost).
+    """
 
     reference_kl: float = Field(5.0, gt=0)
+    cost: Literal["params", "bytes"] = "params"
 
 
 class EvaluationSpec(Closed):
@@ -137,6 +143,14 @@ class JobSpec(Closed):
             raise ValueError(problem)
         return self
 
+    @model_validator(mode="after")
+    def _front_cost_fits_the_space(self) -> JobSpec:
+        if not self.space.has_cost(self.front.cost):
+            kinds = ", ".join(name for name, spec in SPACES.items() if self.front.cost in spec.costs)
+            raise ValueError(f"front.cost: a {self.space.kind} space has no {self.front.cost} cost; {kinds} spaces do "
+                             f"(or joint ones with one of them)")
+        return self
+
     def study_spec(self) -> dict:
         """What identifies the study: everything but its name, the run settings and the baselines.
 
@@ -148,6 +162,8 @@ class JobSpec(Closed):
         for key, default in legacy:  # as in studies stored before they existed
             if spec["evaluation"][key] == default:
                 del spec["evaluation"][key]
+        if spec["front"]["cost"] == "params":
+            del spec["front"]["cost"]
         spec["strategy"] = self.strategy.identity(self.start_baselines)
         return spec
 

@@ -183,8 +183,8 @@ def _search(job: JobSpec, store: Store, study_id: int, space: Space, pools: dict
         pool = LocalExecutor(threads=job.run.threads_per_worker, **worker_args)
     try:
         seq_lens = {name: samples.tokens.shape[1] for name, samples in pools.items()}
-        controller = Controller(store, study_id, wrap_executor(pool), seq_lens, space,
-                                job.front.reference_kl)
+        controller = Controller(store, study_id, wrap_executor(pool), seq_lens, space, job.front.reference_kl,
+                                job.front.cost)
         genomes = {DENSE: space.dense(), **{label: g for run in baselines.values() for label, g in run.items()}}
         reports = {}
         if search:

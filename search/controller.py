@@ -3,6 +3,7 @@ sends the rest to the executor, and records every result the moment it arrives."
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from paretopress.spaces.base import Space
 from paretopress.spaces.genome import Genome
 
 REPORT_EVALUATORS = ("kl", "ppl", "params")
-COST_FRACTION = "params_fraction"  # the hypervolume's cost axis: parameters as a fraction of the dense model's
+SPACE_EVALUATORS = ("bytes",)  # answered from the space's exact costs here, not measured by a worker
 
 
 @dataclass
@@ -35,13 +36,14 @@ class Progress:
 
 class Controller:
     def __init__(self, store: Ledger, study_id: int, executor: Executor, seq_lens: dict[str, int], space: Space,
-                 reference_kl: float) -> None:
+                 reference_kl: float, cost: str = "params") -> None:
         self.store = store
         self.study_id = study_id
         self.executor = executor
         self.seq_lens = seq_lens  # tokens per sample of each pool (a confirmation pool may be longer)
         self.space = space
         self.reference_kl = reference_kl
+        self.cost = cost  # the front's cost axis: an entry of ``Space.cost``
         self.evaluated = 0
         self.reused = 0
 
@@ -56,15 +58,16 @@ class Controller:
         for i in missing:
             unique.setdefault((trials[i].genome, trials[i].pool, trials[i].samples, trials[i].evaluators), i)
         to_run = list(unique.values())
-        for j, result in self.executor.run([trials[i] for i in to_run]):
+        for j, result in self.executor.run([_for_worker(trials[i]) for i in to_run]):
             trial = trials[to_run[j]]
+            measured = {**result.values, **self._space_values(trial)}
             self.store.record(
                 self.study_id, trial.genome, trial.origin, trial.parent, trial.generation, trial.pool,
-                trial.samples, len(trial.samples) * self.seq_lens[trial.pool], result.values, result.seconds,
+                trial.samples, len(trial.samples) * self.seq_lens[trial.pool], measured, result.seconds,
                 result.worker,
             )
             self.evaluated += 1
-            values[to_run[j]] = result.values
+            values[to_run[j]] = measured
         for i in missing:
             t = trials[i]
             values[i] = values[unique[(t.genome, t.pool, t.samples, t.evaluators)]]
@@ -77,8 +80,8 @@ class Controller:
             front = strategy.front()
             if strategy.generation > recorded:
                 recorded, hypervolume = strategy.generation, self.hypervolume(front)
-                self.store.record_hypervolume(self.study_id, recorded, hypervolume, [strategy.fitness, COST_FRACTION],
-                                              [self.reference_kl, 1.0])
+                self.store.record_hypervolume(self.study_id, recorded, hypervolume,
+                                              [strategy.fitness, f"{self.cost}_fraction"], [self.reference_kl, 1.0])
             on_progress(
                 Progress(
                     strategy.generation, generations, min((value for _, value in front), default=None), hypervolume,
@@ -86,16 +89,27 @@ class Controller:
                 )
             )
 
+    def _space_values(self, trial: Trial) -> dict[str, float]:
+        wanted = [name for name in trial.evaluators if name in SPACE_EVALUATORS]
+        cost = self.space.cost(trial.genome) if wanted else {}
+        return {name: cost[name] for name in wanted}
+
     def hypervolume(self, front: list[tuple[Genome, float]]) -> float:
-        """Area dominated in (fitness, parameters as a fraction of the dense model's) up to (reference_kl, 1)."""
-        dense_params = self.space.cost(self.space.dense())["params"]
-        points = [(kl, self.space.cost(genome)["params"] / dense_params) for genome, kl in front]
+        """Area dominated in (fitness, cost as a fraction of the dense genome's) up to (reference_kl, 1)."""
+        dense = self.space.cost(self.space.dense())[self.cost]
+        points = [(kl, self.space.cost(genome)[self.cost] / dense) for genome, kl in front]
         return hypervolume_2d(points, (self.reference_kl, 1.0))
 
     def report(self, genomes: dict[str, Genome], heldout_samples: int, pool: str = HELDOUT
                ) -> dict[str, dict[str, float]]:
-        """Held-out KL, perplexity and parameter count of the named genomes (origin -> genome), on the first
-        ``heldout_samples`` of ``pool``."""
+        """Held-out KL, perplexity, parameter count and the front's cost of the named genomes (origin -> genome), on
+        the first ``heldout_samples`` of ``pool``."""
         samples = tuple(range(heldout_samples))
-        trials = [Trial(g, pool, samples, REPORT_EVALUATORS, origin) for origin, g in genomes.items()]
+        evaluators = tuple(dict.fromkeys((*REPORT_EVALUATORS, self.cost)))
+        trials = [Trial(g, pool, samples, evaluators, origin) for origin, g in genomes.items()]
         return dict(zip(genomes, self.resolve(trials), strict=True))
+
+
+def _for_worker(trial: Trial) -> Trial:
+    """The trial without the evaluators the controller answers from the space."""
+    return dataclasses.replace(trial, evaluators=tuple(e for e in trial.evaluators if e not in SPACE_EVALUATORS))

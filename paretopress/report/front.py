@@ -8,9 +8,16 @@ from paretopress.search.pareto import non_dominated
 from paretopress.store.store import Store
 
 
-def study_front(store: Store, study_id: int, objectives: tuple[str, ...] = ("kl", "params")) -> list[dict]:
-    """Candidates of a study with held-out values for every objective, non-dominated ones only, cheapest first."""
+def study_front(store: Store, study_id: int, objectives: tuple[str, ...] | None = None) -> list[dict]:
+    """Candidates of a study with held-out values for every objective (default: KL and the study's front cost),
+    non-dominated ones only, cheapest first."""
+    objectives = objectives or ("kl", front_cost(store.study(study_id).spec))
     return _front(_heldout_rows(store, study_id, objectives), objectives)
+
+
+def front_cost(spec: dict) -> str:
+    """The cost axis a study's front is ranked by (``front.cost`` of its job; params in studies stored before it)."""
+    return spec.get("front", {}).get("cost", "params")
 
 
 def model_front(store: Store, model: str, objectives: tuple[str, ...] = ("kl", "params")) -> list[dict]:

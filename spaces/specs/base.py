@@ -55,6 +55,10 @@ class SpaceSpec(Closed):
     whole_front: ClassVar[bool] = False  # whether ``relaxation`` gives every budget up to the spec's at once
     costs: ClassVar[tuple[str, ...]] = ("params",)  # the cost entries of ``Space.cost`` a front may be ranked by
 
+    def has_cost(self, name: str) -> bool:
+        """Whether ``Space.cost`` of this spec's space has the entry ``name``, so a front may be ranked by it."""
+        return name in self.costs
+
     @abstractmethod
     def build(self, inputs: Inputs) -> Space:
         """The space: units, levels, exact costs, and its level database where it has one."""

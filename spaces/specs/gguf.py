@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import Field
 
@@ -29,6 +29,7 @@ class GgufSpaceSpec(LinearSpaceSpec):
     ``paretopress export --format gguf`` writes the chosen bytes.
     """
 
+    costs: ClassVar[tuple[str, ...]] = ("params", "bytes")  # bytes: what the searched tensors store
     kind: Literal["gguf"] = "gguf"
     bits: float
     types: list[str] = Field(default_factory=lambda: list(DEFAULT_TYPES), min_length=2)

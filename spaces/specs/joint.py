@@ -54,6 +54,9 @@ class JointSpaceSpec(SpaceSpec):
             data.pop("gguf", None)
         return data
 
+    def has_cost(self, name: str) -> bool:
+        return any(c is not None and c.has_cost(name) for c in (self.depth, self.sparsity, self.quant, self.gguf))
+
     @property
     def linears(self) -> list[QuantSpaceSpec | SparsitySpaceSpec | GgufSpaceSpec]:
         """The per-linear components present, sparsity first."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
 
@@ -26,6 +26,7 @@ class QuantSpaceSpec(LinearSpaceSpec):
     need (``export --format compressed-tensors``).
     """
 
+    costs: ClassVar[tuple[str, ...]] = ("params", "bytes")  # bytes: what the searched tensors store
     kind: Literal["quant"] = "quant"
     bits: float
     widths: list[int] = Field(default_factory=lambda: [2, 3, 4, 5, 6])
