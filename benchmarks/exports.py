@@ -29,12 +29,14 @@ from paretopress.inputs.models import quiet_transformers
 from paretopress.job import JobSpec
 from paretopress.report.export import ExportReport, export_candidate
 from paretopress.run import DENSE, Outcome, run_job
+from paretopress.store.store import Store
 
 JOB = {"model": "smollm2-135m", "data": "wiki-sample", "seed": 0,
        "strategy": {"kind": "evopress", "generations": 8, "offspring": 8, "prescreen": 4, "noise_draws": 2,
                     "stages": [{"survivors": 2, "tokens": 1024}, {"survivors": 1, "tokens": 8192}]},
        "evaluation": {"seq_len": 256, "calibration_samples": 96, "heldout_samples": 32, "top_k": 128,
                       "heldout_data": "lee-news", "heldout_seq_len": 512},
+       "front": {"cost": "bytes"},  # bits change no parameter count: the front and hypervolume count bytes
        "run": {"workers": 2, "threads_per_worker": 1, "batch_size": 8}}
 SERVED = {"kind": "quant", "widths": [4, 8, 16], "group_size": 64, "builder": "gptq", "symmetric": True, "tie": True}
 HEADER = ("| study | genome | bits | held-out KL | held-out ppl | news@512 KL | news@512 ppl | format | bytes "
@@ -88,7 +90,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     quiet_transformers()
-    table = []
+    table, volumes = [], []
     for bits in args.bits or ([4.5] if args.family == "gguf" else [6.0]):
         if args.family == "gguf":
             name = f"gguf-smollm2-{bits:g}" + ("" if args.builder == "rtn" else f"-{args.builder}")
@@ -100,9 +102,19 @@ def main() -> None:
             outcome = study(args.db, name, {**SERVED, "bits": bits}, args.generations)
             plan = {outcome.best: ["compressed-tensors", "transformers"]}
         table += exported(args.db, name, outcome, args.out, plan)
+        volumes.append(hypervolumes(args.db, name))
     print(HEADER)
     print("|" + "---|" * HEADER.count(" | ") + "---|")
     print("\n".join(table))
+    print("\n".join(volumes))
+
+
+def hypervolumes(db: str, name: str) -> str:
+    """The study's hypervolume per generation, in (KL, bytes as a fraction of the dense genome's)."""
+    with Store(db, readonly=True) as store:
+        rows = store.hypervolumes(store.study(name).id)
+    return f"{name}: hypervolume of ({', '.join(rows[0].objectives)}) by generation: " + ", ".join(
+        f"{row.value:.4f}" for row in rows)
 
 
 if __name__ == "__main__":

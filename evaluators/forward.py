@@ -53,12 +53,13 @@ class TailSample:
     out of its sample in O(k).
     """
 
-    def __init__(self, vocab: int, size: int, seed: int = 0) -> None:
-        generator = torch.Generator().manual_seed(seed)
+    def __init__(self, vocab: int, size: int, device: str = "cpu", seed: int = 0) -> None:
+        generator = torch.Generator().manual_seed(seed)  # drawn on the CPU: the same sample on every device
         self.vocab = vocab
-        self.ids = torch.randperm(vocab, generator=generator)[:min(size, vocab)].sort().values
-        self.position = torch.full((vocab,), -1, dtype=torch.long)
-        self.position[self.ids] = torch.arange(len(self.ids))
+        ids = torch.randperm(vocab, generator=generator)[:min(size, vocab)].sort().values
+        position = torch.full((vocab,), -1, dtype=torch.long)
+        position[ids] = torch.arange(len(ids))
+        self.ids, self.position = ids.to(device), position.to(device)
 
 
 def head_problem(model: nn.Module) -> str | None:

@@ -21,3 +21,6 @@ class SampleSet:
 
     tokens: torch.Tensor
     teacher: TeacherOutputs
+
+    def to(self, device: str) -> SampleSet:
+        return SampleSet(self.tokens.to(device), self.teacher.to(device))

@@ -26,6 +26,9 @@ class TeacherOutputs:
     def rows(self, index: torch.Tensor | slice) -> TeacherOutputs:
         return TeacherOutputs(self.top_logprobs[index], self.top_ids[index], self.rest_logprob[index])
 
+    def to(self, device: str) -> TeacherOutputs:
+        return TeacherOutputs(self.top_logprobs.to(device), self.top_ids.to(device), self.rest_logprob.to(device))
+
     def to_dict(self) -> dict[str, torch.Tensor]:
         return {"top_logprobs": self.top_logprobs, "top_ids": self.top_ids, "rest_logprob": self.rest_logprob}
 

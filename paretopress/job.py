@@ -76,6 +76,8 @@ class RunSpec(Closed):
     workers: int = Field(2, ge=1)
     threads_per_worker: int = Field(1, ge=1)
     batch_size: int = Field(8, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda where the workers can have a GPU, else cpu
+    gpus_per_worker: float = Field(1.0, gt=0)  # what each Ray actor asks for on cuda; fractions share a GPU
 
 
 class JobSpec(Closed):

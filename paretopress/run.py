@@ -11,6 +11,7 @@ import psutil
 from torch import nn
 
 from paretopress.cluster import connect_ray
+from paretopress.devices import resolve_device
 from paretopress.evaluators.forward import head_problem
 from paretopress.evaluators.samples import CALIBRATION, CONFIRMATION, SampleSet
 from paretopress.inputs.data import Documents, load_documents
@@ -125,6 +126,7 @@ def run_job(
         connect_ray(address)  # an unreachable cluster fails here, before minutes of model loading
     elif address:
         raise UserError("--address names a Ray cluster; it cannot be combined with --executor local")
+    device = resolve_device(job.run.device, executor)
     model = load_model(job.model)
     check_fits(job, model.config)
     if job.evaluation.tail_samples is not None and (problem := head_problem(model)):
@@ -140,7 +142,8 @@ def run_job(
                                           pools[CALIBRATION].tokens, job.run.batch_size)
                 del model  # the workers load their own copy
                 genomes, metrics, confirmed, controller, reports = _search(
-                    job, store, study_id, space, pools, baselines, search, executor, on_progress, wrap_executor)
+                    job, store, study_id, space, pools, baselines, search, executor, device, on_progress,
+                    wrap_executor)
             except BaseException as error:
                 store.set_status(study_id, "interrupted" if isinstance(error, KeyboardInterrupt) else "failed")
                 raise
@@ -172,13 +175,14 @@ def check_fits(job: JobSpec, config) -> None:
 
 
 def _search(job: JobSpec, store: Store, study_id: int, space: Space, pools: dict[str, SampleSet],
-            baselines: dict[str, dict[str, Genome]], search: bool, executor: str,
+            baselines: dict[str, dict[str, Genome]], search: bool, executor: str, device: str,
             on_progress: Callable[[Progress], None], wrap_executor: Callable[[Executor], Executor]
             ) -> tuple[dict[str, Genome], Metrics, Metrics, Controller, dict[str, SearchReport]]:
     worker_args = dict(load=partial(load_model, job.model), space=space, pools=pools, batch_size=job.run.batch_size,
-                       tail_samples=job.evaluation.tail_samples, dtype=job.evaluation.dtype)
+                       tail_samples=job.evaluation.tail_samples, dtype=job.evaluation.dtype, device=device)
     if executor == "ray":
-        pool = RayExecutor(job.run.workers, job.run.threads_per_worker, **worker_args)
+        gpus = job.run.gpus_per_worker if device == "cuda" else 0
+        pool = RayExecutor(job.run.workers, job.run.threads_per_worker, gpus, **worker_args)
     else:
         pool = LocalExecutor(threads=job.run.threads_per_worker, **worker_args)
     try:

@@ -49,14 +49,18 @@ class LocalExecutor:
 class RayExecutor:
     """A pool of evaluator actors, each holding the model once; at most one job in flight per actor.
 
+    On ``device: cuda`` each actor asks Ray for ``gpus_per_worker`` GPUs, so a cluster spreads them over its GPUs
+    (Ray sets each actor's visible devices, so ``cuda`` is the GPU it was given).
+
     Sample pools and teacher outputs travel once through the object store, so nodes need no shared disk. A job
     whose actor dies is given to a fresh actor.
     """
 
-    def __init__(self, workers: int, threads_per_worker: int, **worker_args: Any) -> None:
+    def __init__(self, workers: int, threads_per_worker: int, gpus_per_worker: float = 0, **worker_args: Any
+                 ) -> None:
         env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
         self._remote = ray.remote(Worker).options(
-            num_cpus=threads_per_worker, runtime_env={"env_vars": env}, max_concurrency=1
+            num_cpus=threads_per_worker, num_gpus=gpus_per_worker, runtime_env={"env_vars": env}, max_concurrency=1
         )
         self._args = {k: ray.put(v) if k == "pools" else v for k, v in worker_args.items()}
         self._args["threads"] = threads_per_worker

@@ -31,17 +31,19 @@ class Worker:
     With ``tail_samples``, calibration trials (the search's fitness) evaluate the output head only at the teacher's
     ids and estimate the rest of its normaliser from that many sampled vocabulary entries; held-out reports stay
     exact. ``dtype`` is the candidates' arithmetic (the teacher's outputs stay those of the float32 dense model).
+    On ``device`` the worker holds the model, its pools and the teacher's outputs; values are summed in float64.
     """
 
     def __init__(
         self, load: Callable[[], nn.Module], space: Space, pools: dict[str, SampleSet], batch_size: int, threads: int,
-        tail_samples: int | None = None, dtype: str = "float32",
+        tail_samples: int | None = None, dtype: str = "float32", device: str = "cpu",
     ) -> None:
         torch.set_num_threads(threads)
-        self.model = load().to(getattr(torch, dtype))  # level weights follow the model's dtype when applied
+        # level weights follow the model's dtype and device when applied
+        self.model = load().to(device=device, dtype=getattr(torch, dtype))
         self.stage = StageForward(self.model, space)
-        self.tail = None if tail_samples is None else TailSample(self.model.config.vocab_size, tail_samples)
-        self.pools = pools
+        self.tail = None if tail_samples is None else TailSample(self.model.config.vocab_size, tail_samples, device)
+        self.pools = {name: pool.to(device) for name, pool in pools.items()}
         self.batch_size = batch_size
         self.name = worker_name()
 
@@ -52,7 +54,7 @@ class Worker:
         if any((t.pool, t.samples, t.evaluators) != (first.pool, first.samples, first.evaluators) for t in trials):
             raise ValueError("trials evaluated together must share their pool, samples and evaluators")
         pool = self.pools[first.pool]
-        rows = torch.tensor(first.samples, dtype=torch.long)
+        rows = torch.tensor(first.samples, dtype=torch.long, device=pool.tokens.device)
         values = self.stage.score([t.genome for t in trials], pool.tokens[rows], pool.teacher.rows(rows),
                                   first.evaluators, self.batch_size, self.tail if first.pool == CALIBRATION else None)
         seconds = (time.perf_counter() - start) / len(trials)

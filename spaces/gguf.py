@@ -149,8 +149,9 @@ class GgufSpace(LinearSpace):
         """A matrix no unit owns in the ``embeddings`` type: its bytes and its decoded values, kept per process."""
         key = ("fixed", id(weight), weight.dtype)
         if key not in self._cache:
-            data = self.embeddings.quantize(weight.detach().float().numpy())
-            decoded = torch.from_numpy(self.embeddings.dequantize(data, tuple(weight.shape))).to(weight.dtype)
+            data = self.embeddings.quantize(weight.detach().float().cpu().numpy())
+            decoded = torch.from_numpy(self.embeddings.dequantize(data, tuple(weight.shape)))
+            decoded = decoded.to(device=weight.device, dtype=weight.dtype)
             self._cache[key] = (data, nn.Parameter(decoded, requires_grad=False))
         self._cache.move_to_end(key)
         return self._cache[key]

@@ -70,7 +70,7 @@ class LinearSpace(Space):
         self.numels = tuple(rows * cols for rows, cols in self.shapes)
         self.total_params = count_parameters(model)
         self.database: LevelDatabase | None = None
-        self._cache: OrderedDict[tuple[int, int, torch.dtype], torch.Tensor] = OrderedDict()
+        self._cache: OrderedDict[tuple[int, int, torch.dtype, torch.device], torch.Tensor] = OrderedDict()
 
     def __getstate__(self) -> dict:
         """Workers get the database's path and key, never tensors; each process fills its own cache."""
@@ -174,13 +174,14 @@ class LinearSpace(Space):
         Stored views (SparseGPT levels) cost nothing to keep; masked and dequantized tensors are computed on first
         use in this process and then reused, so a search that revisits levels does not recompute them.
         """
-        dtype = model.get_submodule(self.members[index][0]).weight.dtype
-        key = (index, level, dtype)  # a float32 and a bfloat16 model in one process never share a tensor
+        weight = model.get_submodule(self.members[index][0]).weight
+        key = (index, level, weight.dtype, weight.device)  # models of two dtypes or devices never share a tensor
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
-        dense = self.dense_weight(model, index).detach()  # a copy for tied units: only on a miss
-        tensor = self.level_weight(index, level, dense).to(dense.dtype)
+        # a copy for tied units, only on a miss; levels are computed on the CPU, where their databases are
+        dense = self.dense_weight(model, index).detach().cpu()
+        tensor = self.level_weight(index, level, dense).to(device=weight.device, dtype=weight.dtype)
         self._cache[key] = tensor
         if len(self._cache) > 2 * len(self.units):
             self._cache.popitem(last=False)

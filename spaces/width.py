@@ -290,7 +290,7 @@ class WidthSpace(Space):
         replacements[part.output] = _linear(self._stored(f"{unit}.{part.output}.{level}"), output.bias, copy)
         undo = [(module, name, getattr(module, name)) for name in replacements]
         for name, linear in replacements.items():
-            setattr(module, name, linear.to(output.weight.dtype))
+            setattr(module, name, linear.to(device=output.weight.device, dtype=output.weight.dtype))
         return undo
 
     def _stock_config(self, model: nn.Module) -> bool:

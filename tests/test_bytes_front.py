@@ -12,7 +12,7 @@ from paretopress.cli import main
 from paretopress.job import JobSpec
 from paretopress.run import run_job
 from paretopress.store.store import Store
-from tests.support import job_yaml, refused
+from tests.support import job_yaml
 
 QUANT = {"kind": "quant", "bits": 4.0, "widths": [2, 3, 4], "group_size": 16, "builder": "rtn"}
 GGUF = {"kind": "gguf", "bits": 5.0}
@@ -50,7 +50,3 @@ def test_a_bytes_front_has_a_hypervolume_and_the_spaces_bytes(space, tiny_model,
     assert main(["front", "tiny", "--db", str(tmp_path / "b.db")]) == 0
     assert "bytes" in capsys.readouterr().out.splitlines()[0]
 
-
-def test_a_space_without_bytes_is_refused_in_one_line(tiny_model, text_files, tmp_path, capsys):
-    refused(job_yaml(tiny_model, text_files), job_yaml(tiny_model, text_files, front={"cost": "bytes"}),
-            "front.cost: a depth space has no bytes cost; gguf, quant spaces do", tmp_path, capsys)

@@ -1,0 +1,36 @@
+"""``run.device``: workers on the CPU (every test here) or on CUDA where the machine or the Ray cluster has a GPU.
+
+These machines have none, so the CUDA path itself is not run; what a user without one meets is: ``auto`` computes
+on the CPU, and ``cuda`` is refused in one line before any work.
+"""
+
+import pytest
+import torch
+
+from paretopress.devices import resolve_device
+from paretopress.job import JobSpec
+from paretopress.kernel.errors import UserError
+from paretopress.run import run_job
+from tests.support import job_yaml, refused
+
+pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without a GPU")
+
+
+def test_cuda_without_a_gpu_is_refused_in_one_line_and_leaves_the_store(tiny_model, text_files, tmp_path, capsys):
+    refused(job_yaml(tiny_model, text_files), job_yaml(tiny_model, text_files, **{"run.device": "cuda"}),
+            "run.device: cuda, but torch sees no CUDA device here; use run.device: cpu (or auto)", tmp_path, capsys)
+
+
+def test_a_ray_cluster_without_gpus_runs_auto_on_the_cpu_and_refuses_cuda(ray_cluster):
+    assert resolve_device("auto", "ray") == resolve_device("auto", "local") == "cpu"
+    with pytest.raises(UserError, match="the Ray cluster has no GPU resources"):
+        resolve_device("cuda", "ray")
+
+
+def test_the_device_is_a_run_setting_not_part_of_the_study(tiny_model, text_files, tmp_path):
+    """A study run with ``device: auto`` resumes with ``device: cpu``: same study, every value from the store."""
+    first = run_job(JobSpec.model_validate(job_yaml(tiny_model, text_files)), tmp_path / "s.db", executor="local")
+    again = run_job(JobSpec.model_validate(job_yaml(tiny_model, text_files, **{"run.device": "cpu"})),
+                    tmp_path / "s.db", executor="local")
+    assert again.resumed and again.evaluated == 0 and again.metrics == first.metrics
+
