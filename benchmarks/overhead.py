@@ -1,12 +1,12 @@
-"""Where a study's wall time goes: evaluation, and the controller with the store around it; 1 against 2 workers.
+"""Where a study's wall time goes: evaluation, and the controller with the store around it; workers against threads.
 
 Runs the demo job (``examples/smollm2-depth.yaml``, SmolLM2-135M, depth drop 6) with fewer generations into fresh
-stores, once per worker count, on local Ray with one thread per worker. The executor is wrapped to time how long the
-controller waits for results; the rest of the search phase (first dispatch to last result) is the controller's own
-work between results: strategy, bookkeeping, store. The store's methods are also timed in place (all their calls,
-including the lookups before the first dispatch).
+stores, once per layout (``WxT``: W workers of T threads each), on local Ray. The executor is wrapped to time how
+long the controller waits for results; the rest of the search phase (first dispatch to last result) is the
+controller's own work between results: strategy, bookkeeping, store. The store's methods are also timed in place
+(all their calls, including the lookups before the first dispatch).
 
-    .venv/bin/python benchmarks/overhead.py [--generations 4] [--workers 1 2] [--out runs/overhead]
+    .venv/bin/python benchmarks/overhead.py [--generations 4] [--layouts 1x1 2x1 1x2] [--out runs/overhead]
 """
 
 from __future__ import annotations
@@ -67,22 +67,25 @@ def timed_store() -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--generations", type=int, default=4)
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--layouts", nargs="+", default=["1x1", "2x1"], help="workers x threads per worker")
     parser.add_argument("--out", default="runs/overhead")
     args = parser.parse_args()
     quiet_transformers()
     Path(args.out).mkdir(parents=True, exist_ok=True)
     spent = timed_store()
     base = load_job(EXAMPLE)
-    print(f"{base.name}, {args.generations} generations x {base.strategy.offspring} offspring, 1 thread per worker")
-    print("| workers | study wall s | search s | waiting for results s | controller + store s (search - waiting) | "
-          "of which store calls s | controller + store share of the study | evaluations | evaluations/s |")
+    print(f"{base.name}, {args.generations} generations x {base.strategy.offspring} offspring")
+    print("| workers x threads | study wall s | search s | waiting for results s | controller + store s "
+          "(search - waiting) | of which store calls s | controller + store share of the study | evaluations "
+          "| evaluations/s |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for workers in args.workers:
+    for layout in args.layouts:
+        workers, threads = map(int, layout.split("x"))
         job = base.model_validate({**base.model_dump(), "strategy": {**base.strategy.model_dump(),
                                                                      "generations": args.generations},
-                                   "run": {**base.run.model_dump(), "workers": workers}})
-        db = Path(args.out) / f"workers{workers}.db"
+                                   "run": {**base.run.model_dump(), "workers": workers,
+                                           "threads_per_worker": threads}})
+        db = Path(args.out) / f"layout{layout}.db"
         db.unlink(missing_ok=True)
         for key in spent:
             spent[key] = 0.0
@@ -98,7 +101,7 @@ def main() -> None:
         wall = time.perf_counter() - start
         search = waiting.last - waiting.first
         controller = search - waiting.waiting  # everything between results: the controller, the store, strategy
-        print(f"| {workers} | {wall:.1f} | {search:.1f} | {waiting.waiting:.1f} | {controller:.2f} | "
+        print(f"| {layout} | {wall:.1f} | {search:.1f} | {waiting.waiting:.1f} | {controller:.2f} | "
               f"{sum(spent.values()):.2f} | {controller / wall:.2%} | {outcome.evaluated} | "
               f"{outcome.evaluated / search:.2f} |")
 
