@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
+import io
 import logging
 import shutil
 import tempfile
@@ -51,7 +53,7 @@ def _smollm2_checkpoint() -> Path:
         return target
     gguf = _smollm2_gguf()
     log.info("converting %s to a safetensors checkpoint in %s (once)", gguf.name, target)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    model = from_gguf(gguf.parent, gguf.name)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
@@ -96,9 +98,18 @@ def load_config(spec: str):
 
 
 def quiet_transformers() -> None:
-    """Keep per-load progress bars and warnings off stderr, where our progress line and one-line errors go."""
+    """Keep per-load progress bars and warnings off stderr, where our progress line and one-line errors go (the
+    gguf writer's too: it logs every file it writes at INFO)."""
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+    logging.getLogger("gguf").setLevel(logging.WARNING)
+
+
+def from_gguf(directory: Path, name: str) -> PreTrainedModel:
+    """A float32 model de-quantised from a GGUF file; the bar transformers draws for it (a plain tqdm that
+    ``disable_progress_bar`` does not reach) is kept off stderr."""
+    with contextlib.redirect_stderr(io.StringIO()):
+        return AutoModelForCausalLM.from_pretrained(directory, gguf_file=name, dtype=torch.float32)
 
 
 def load_model(spec: str) -> PreTrainedModel:

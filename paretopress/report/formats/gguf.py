@@ -21,9 +21,10 @@ import gguf
 import numpy as np
 import torch
 from torch import nn
-from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from paretopress.evaluators.teacher import TeacherOutputs
+from paretopress.inputs.models import from_gguf
 from paretopress.kernel.errors import UserError
 from paretopress.report import llamacpp
 from paretopress.report.formats.base import FORMATS, ExportFormat
@@ -73,7 +74,7 @@ class GgufFile(ExportFormat):
         return [path]
 
     def load(self, out: Path) -> nn.Module:
-        return AutoModelForCausalLM.from_pretrained(out, gguf_file=FILE, dtype=torch.float32).eval()
+        return from_gguf(out, FILE).eval()
 
     def runtime_metrics(self, out: Path, tokens: torch.Tensor, teacher: TeacherOutputs,
                         names: tuple[str, ...]) -> dict[str, dict[str, float]]:
