@@ -10,7 +10,8 @@ families run EvoPress as it was measured first: from one random start (``seeds: 
 ``seeded``: depth 6 and 9 of 30 blocks at the demo's settings (256-token samples, stages of 1,024 and 8,192 tokens,
 8 generations), EvoPress seeded with every depth baseline's genome (FinerCut's too) and 8 random genomes, offspring
 pre-screened by the surrogate (4x drawn), confirmed on the Lee news articles at 512 tokens. ``seeded-sparsity``: the
-same at 70% sparsity (Wanda levels), seeded with the sparsity baselines (uniform, OWL, SPDY).
+same at 70% sparsity (Wanda levels), seeded with the sparsity baselines (uniform, OWL, SPDY); ``seeded-quant`` at 3
+average bits (GPTQ levels, widths 2-6), seeded with uniform and SPDY.
 
     .venv/bin/python benchmarks/quality.py --db runs/quality.db [--only depth warm sparsity quant seeded] [--sublayer]
 """
@@ -39,7 +40,7 @@ COMMON = {"model": "smollm2-135m", "data": "wiki-sample", "seed": 0,
           "evaluation": {"seq_len": 128, "calibration_samples": 64, "heldout_samples": 32, "top_k": 128},
           "run": {"workers": 2, "threads_per_worker": 1, "batch_size": 8}}
 LEVELS = {"calibration_samples": 32}
-FAMILIES = ["depth", "warm", "sparsity", "quant", "seeded", "seeded-sparsity"]
+FAMILIES = ["depth", "warm", "sparsity", "quant", "seeded", "seeded-sparsity", "seeded-quant"]
 
 
 def studies(sublayer: bool) -> dict[str, list[tuple[str, dict, bool]]]:
@@ -65,8 +66,12 @@ def studies(sublayer: bool) -> dict[str, list[tuple[str, dict, bool]]]:
     seeded_sparsity = [("quality-sparsity70-seeded", {
         "space": {"kind": "sparsity", "sparsity": 0.7, "builder": "wanda", "levels": 8, **LEVELS},
         **SEEDED, "strategy": {**SEEDED["strategy"], "seeds": {"random": 8}}}, True)]  # uniform, owl, spdy
+    seeded_quant = [("quality-quant3-seeded", {
+        "space": {"kind": "quant", "bits": 3.0, "widths": [2, 3, 4, 5, 6], "group_size": 128, "builder": "gptq",
+                  **LEVELS},
+        **SEEDED, "strategy": {**SEEDED["strategy"], "seeds": {"random": 8}}}, True)]  # uniform, spdy
     return {"depth": depth, "warm": warm, "sparsity": sparsity, "quant": quant, "seeded": seeded,
-            "seeded-sparsity": seeded_sparsity}
+            "seeded-sparsity": seeded_sparsity, "seeded-quant": seeded_quant}
 
 
 def budget(outcome: Outcome, label: str, kind: str) -> str:
