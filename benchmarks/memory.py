@@ -129,8 +129,10 @@ def main() -> None:
                 queue = context.Queue()
                 process = context.Process(target=row, args=(name, batch, tail, args, queue))
                 process.start()
+                process.join()  # the row is a short list: the queue's pipe holds it until read
+                if process.exitcode != 0:
+                    raise SystemExit(f"{name}, batch {batch}: the measuring process exited with {process.exitcode}")
                 cells = queue.get()
-                process.join()
                 print("| " + " | ".join(str(cell) for cell in cells) + " |", flush=True)
 
 
