@@ -19,6 +19,7 @@ from llama_cpp import Llama
 
 from paretopress.inputs.data import load_documents
 from paretopress.inputs.models import load_tokenizer
+from paretopress.report.llamacpp import open_llama
 
 PROMPT, NEW = 256, 64
 
@@ -48,8 +49,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     tokens = prompt_tokens()
-    models = {path: Llama(model_path=str(path), n_ctx=PROMPT + NEW, n_batch=PROMPT + NEW, n_threads=args.threads,
-                          verbose=False) for path in args.files}
+    models = {path: open_llama(path, n_ctx=PROMPT + NEW, n_batch=PROMPT + NEW, n_threads=args.threads)
+              for path in args.files}
     times: dict[Path, list[tuple[float, float]]] = {path: [] for path in args.files}
     for round_index in range(args.repeats + 1):
         for path, llm in models.items():

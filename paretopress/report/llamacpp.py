@@ -24,13 +24,36 @@ def available() -> bool:
     return importlib.util.find_spec("llama_cpp") is not None
 
 
+def open_llama(path: Path, **options):
+    """A ``llama_cpp.Llama`` on ``path`` whose weights stay in llama.cpp's plain CPU buffers.
+
+    llama.cpp repacks weights into "extra" buffer types where the CPU has them; its AMX one segfaults in the first
+    product on Sapphire Rapids CPUs (ggml-org/llama.cpp#20824, still open). ``Llama`` does not expose the switch
+    (``use_extra_bufts`` of the model parameters), so the defaults it starts from are given with it off while the
+    file loads; on CPUs without those buffers nothing changes.
+    """
+    import llama_cpp.llama_cpp as native
+    from llama_cpp import Llama
+
+    defaults = native.llama_model_default_params
+
+    def plain_buffers():
+        params = defaults()
+        params.use_extra_bufts = False
+        return params
+
+    native.llama_model_default_params = plain_buffers
+    try:
+        return Llama(model_path=str(path), verbose=False, **options)
+    finally:
+        native.llama_model_default_params = defaults
+
+
 def score_file(path: Path, tokens: torch.Tensor, teacher: TeacherOutputs, names: tuple[str, ...],
                threads: int) -> dict[str, float]:
     """The token metrics among ``names`` of llama.cpp's logits on each row of ``tokens`` [samples, seq]."""
-    from llama_cpp import Llama
-
     seq = tokens.shape[1]
-    llm = Llama(model_path=str(path), n_ctx=seq, n_batch=seq, logits_all=True, n_threads=threads, verbose=False)
+    llm = open_llama(path, n_ctx=seq, n_batch=seq, logits_all=True, n_threads=threads)
     tally = Tally(tuple(name for name in names if name != "params"))
     try:
         for row in range(tokens.shape[0]):
