@@ -25,12 +25,12 @@ def available() -> bool:
 
 
 def open_llama(path: Path, **options):
-    """A ``llama_cpp.Llama`` on ``path`` whose weights stay in llama.cpp's plain CPU buffers.
+    """A ``llama_cpp.Llama`` on ``path``; on a CPU with AMX, its weights stay in llama.cpp's plain CPU buffers.
 
-    llama.cpp repacks weights into "extra" buffer types where the CPU has them; its AMX one segfaults in the first
+    llama.cpp repacks weights into "extra" buffer types where the CPU has them; the AMX one segfaults in the first
     product on Sapphire Rapids CPUs (ggml-org/llama.cpp#20824, still open). ``Llama`` does not expose the switch
-    (``use_extra_bufts`` of the model parameters), so the defaults it starts from are given with it off while the
-    file loads; on CPUs without those buffers nothing changes.
+    (``use_extra_bufts`` of the model parameters), so on such a CPU the defaults it starts from are given with it
+    off while the file loads. Elsewhere llama.cpp keeps its faster repacked weights.
     """
     import llama_cpp.llama_cpp as native
     from llama_cpp import Llama
@@ -42,7 +42,8 @@ def open_llama(path: Path, **options):
         params.use_extra_bufts = False
         return params
 
-    native.llama_model_default_params = plain_buffers
+    if b"AMX_INT8 = 1" in native.llama_print_system_info():
+        native.llama_model_default_params = plain_buffers
     try:
         return Llama(model_path=str(path), verbose=False, **options)
     finally:
