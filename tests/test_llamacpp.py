@@ -25,11 +25,15 @@ def llama(tmp_path_factory, text_files):
 
 @pytest.mark.parametrize("space", [{"kind": "gguf", "bits": 5.0}, {"kind": "depth", "drop": 1}], ids=["gguf", "depth"])
 def test_llama_cpp_runs_the_exported_file_with_the_stores_metrics(space, llama, text_files, tmp_path, capsys):
+    import llama_cpp.llama_cpp as native
+
     spec = JobSpec.model_validate(job_yaml(llama, text_files, space=space, **{"strategy.generations": 1}))
     run_job(spec, tmp_path / "s.db", executor="local")
     capsys.readouterr()
+    defaults = native.llama_model_default_params
     assert main(["export", "tiny", "--db", str(tmp_path / "s.db"), "--candidate", "best", "--out",
                  str(tmp_path / "out"), "--format", "gguf"]) == 0
+    assert native.llama_model_default_params is defaults  # open_llama's AMX switch does not outlive the load
     assert "llama.cpp: held-out kl" in capsys.readouterr().out
     metrics = json.loads((tmp_path / "out" / "paretopress.json").read_text())["metrics"]
     store, runtime = metrics["store"], metrics["llama.cpp"]
