@@ -49,4 +49,3 @@ def test_a_bytes_front_has_a_hypervolume_and_the_spaces_bytes(space, tiny_model,
     assert [row["bytes"] for row in rows] == sorted(row["bytes"] for row in rows)  # cheapest first
     assert main(["front", "tiny", "--db", str(tmp_path / "b.db")]) == 0
     assert "bytes" in capsys.readouterr().out.splitlines()[0]
-

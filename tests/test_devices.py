@@ -33,4 +33,3 @@ def test_the_device_is_a_run_setting_not_part_of_the_study(tiny_model, text_file
     again = run_job(JobSpec.model_validate(job_yaml(tiny_model, text_files, **{"run.device": "cpu"})),
                     tmp_path / "s.db", executor="local")
     assert again.resumed and again.evaluated == 0 and again.metrics == first.metrics
-
