@@ -14,6 +14,7 @@ same at 70% sparsity (Wanda levels), seeded with the sparsity baselines (uniform
 average bits (GPTQ levels, widths 2-6), seeded with uniform and SPDY.
 
     .venv/bin/python benchmarks/quality.py --db runs/quality.db [--only depth warm sparsity quant seeded] [--sublayer]
+        [--prescreen N]
 """
 
 from __future__ import annotations
@@ -104,13 +105,17 @@ def main() -> None:
     parser.add_argument("--db", required=True)
     parser.add_argument("--only", nargs="+", choices=FAMILIES, default=FAMILIES)
     parser.add_argument("--sublayer", action="store_true", help="also FinerCut on sub-layers (slow)")
+    parser.add_argument("--prescreen", type=int, help="strategy.prescreen of the seeded families (default 4)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     quiet_transformers()
     table = []
     for family in args.only:
         for name, settings, search in studies(args.sublayer)[family]:
-            job = JobSpec.model_validate({"name": name, **COMMON, "strategy": EVOPRESS, **settings})
+            strategy = settings.get("strategy", EVOPRESS)
+            if args.prescreen is not None and family.startswith("seeded"):
+                strategy = {**strategy, "prescreen": args.prescreen}
+            job = JobSpec.model_validate({"name": name, **COMMON, **settings, "strategy": strategy})
             kind = job.space.kind
             start = time.perf_counter()
             outcome = run_job(job, args.db, search=search)
