@@ -11,7 +11,10 @@ families run EvoPress as it was measured first: from one random start (``seeds: 
 8 generations), EvoPress seeded with every depth baseline's genome (FinerCut's too) and 8 random genomes, offspring
 pre-screened by the surrogate (4x drawn), confirmed on the Lee news articles at 512 tokens. ``seeded-sparsity``: the
 same at 70% sparsity (Wanda levels), seeded with the sparsity baselines (uniform, OWL, SPDY); ``seeded-quant`` at 3
-average bits (GPTQ levels, widths 2-6), seeded with uniform and SPDY.
+average bits (GPTQ levels, widths 2-6), seeded with uniform and SPDY; ``seeded-sublayer``: 12 of 60 attention / MLP
+sub-layers, seeded with ShortGPT, SPDY and FinerCut on sub-layers (2 samples: 654 passes; angular drops whole blocks).
+``legacy``: the first EvoPress (12 x 8 from one random start, 128-token samples) at depth 9 of 30 and 70% sparsity,
+confirmed on the same news articles at 512 tokens as the seeded families, for quality at equal tokens.
 
     .venv/bin/python benchmarks/quality.py --db runs/quality.db [--only depth warm sparsity quant seeded] [--sublayer]
         [--prescreen N]
@@ -41,7 +44,8 @@ COMMON = {"model": "smollm2-135m", "data": "wiki-sample", "seed": 0,
           "evaluation": {"seq_len": 128, "calibration_samples": 64, "heldout_samples": 32, "top_k": 128},
           "run": {"workers": 2, "threads_per_worker": 1, "batch_size": 8}}
 LEVELS = {"calibration_samples": 32}
-FAMILIES = ["depth", "warm", "sparsity", "quant", "seeded", "seeded-sparsity", "seeded-quant"]
+FAMILIES = ["depth", "warm", "sparsity", "quant", "seeded", "seeded-sparsity", "seeded-quant", "seeded-sublayer",
+            "legacy"]
 
 
 def studies(sublayer: bool) -> dict[str, list[tuple[str, dict, bool]]]:
@@ -71,8 +75,20 @@ def studies(sublayer: bool) -> dict[str, list[tuple[str, dict, bool]]]:
         "space": {"kind": "quant", "bits": 3.0, "widths": [2, 3, 4, 5, 6], "group_size": 128, "builder": "gptq",
                   **LEVELS},
         **SEEDED, "strategy": {**SEEDED["strategy"], "seeds": {"random": 8}}}, True)]  # uniform, spdy
+    seeded_sublayer = [("quality-sublayer12-seeded", {
+        "space": {"kind": "depth", "granularity": "sublayer", "drop": 12},
+        "baselines": [{"method": "finercut", "samples": 2}],
+        **SEEDED, "strategy": {**SEEDED["strategy"], "seeds": {"baselines": ["shortgpt", "spdy", "finercut"],
+                                                               "random": 8}}}, True)]
+    confirmed = {"evaluation": {**COMMON["evaluation"], "heldout_data": "lee-news", "heldout_seq_len": 512}}
+    legacy = [("quality-depth9-legacy", {"space": {"kind": "depth", "granularity": "block", "drop": 9},
+                                          **confirmed}, True),
+              ("quality-sparsity70-legacy", {
+                  "space": {"kind": "sparsity", "sparsity": 0.7, "builder": "wanda", "levels": 8, **LEVELS},
+                  **confirmed}, True)]
     return {"depth": depth, "warm": warm, "sparsity": sparsity, "quant": quant, "seeded": seeded,
-            "seeded-sparsity": seeded_sparsity, "seeded-quant": seeded_quant}
+            "seeded-sparsity": seeded_sparsity, "seeded-quant": seeded_quant, "seeded-sublayer": seeded_sublayer,
+            "legacy": legacy}
 
 
 def budget(outcome: Outcome, label: str, kind: str) -> str:
