@@ -16,7 +16,7 @@ sub-layers, seeded with ShortGPT, SPDY and FinerCut on sub-layers (2 samples: 65
 ``legacy``: the first EvoPress (12 x 8 from one random start, 128-token samples) at depth 9 of 30 and 70% sparsity,
 confirmed on the same news articles at 512 tokens as the seeded families, for quality at equal tokens.
 
-    .venv/bin/python benchmarks/quality.py --db runs/quality.db [--only depth warm sparsity quant seeded] [--sublayer]
+    .venv/bin/python benchmarks/quality.py --db runs/quality.db [--only FAMILY ...] [--sublayer]
         [--prescreen N]
 """
 
@@ -68,9 +68,9 @@ def studies(sublayer: bool) -> dict[str, list[tuple[str, dict, bool]]]:
         "baselines": [{"method": "uniform"}, {"method": "spdy"}]}, True) for b in (3.0, 2.5)]
     seeded = [("quality-depth-seeded", {"space": {"kind": "depth", "granularity": "block", "drop": [6, 9]},
                                          "baselines": [{"method": "finercut", "samples": 4}], **SEEDED}, True)]
-    seeded_sparsity = [("quality-sparsity70-seeded", {
-        "space": {"kind": "sparsity", "sparsity": 0.7, "builder": "wanda", "levels": 8, **LEVELS},
-        **SEEDED, "strategy": {**SEEDED["strategy"], "seeds": {"random": 8}}}, True)]  # uniform, owl, spdy
+    sparsity70 = {"kind": "sparsity", "sparsity": 0.7, "builder": "wanda", "levels": 8, **LEVELS}
+    seeded_sparsity = [("quality-sparsity70-seeded", {  # seeded with uniform, owl, spdy
+        "space": sparsity70, **SEEDED, "strategy": {**SEEDED["strategy"], "seeds": {"random": 8}}}, True)]
     seeded_quant = [("quality-quant3-seeded", {
         "space": {"kind": "quant", "bits": 3.0, "widths": [2, 3, 4, 5, 6], "group_size": 128, "builder": "gptq",
                   **LEVELS},
@@ -83,9 +83,7 @@ def studies(sublayer: bool) -> dict[str, list[tuple[str, dict, bool]]]:
     confirmed = {"evaluation": {**COMMON["evaluation"], "heldout_data": "lee-news", "heldout_seq_len": 512}}
     legacy = [("quality-depth9-legacy", {"space": {"kind": "depth", "granularity": "block", "drop": 9},
                                           **confirmed}, True),
-              ("quality-sparsity70-legacy", {
-                  "space": {"kind": "sparsity", "sparsity": 0.7, "builder": "wanda", "levels": 8, **LEVELS},
-                  **confirmed}, True)]
+              ("quality-sparsity70-legacy", {"space": sparsity70, **confirmed}, True)]
     return {"depth": depth, "warm": warm, "sparsity": sparsity, "quant": quant, "seeded": seeded,
             "seeded-sparsity": seeded_sparsity, "seeded-quant": seeded_quant, "seeded-sublayer": seeded_sublayer,
             "legacy": legacy}
