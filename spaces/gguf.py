@@ -20,6 +20,7 @@ and candidates are evaluated with them encoded and decoded in it too; norms stay
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Literal
@@ -148,13 +149,14 @@ class GgufSpace(LinearSpace):
     def _fixed(self, weight: torch.Tensor) -> tuple[np.ndarray, nn.Parameter]:
         """A matrix no unit owns in the ``embeddings`` type: its bytes and its decoded values, kept per process."""
         key = ("fixed", id(weight), weight.dtype)
-        if key not in self._cache:
+        entry = self._cache.get(key)
+        if entry is None or entry[0]() is not weight:  # Python reuses a freed tensor's id (an exported model's)
             data = self.embeddings.quantize(weight.detach().float().cpu().numpy())
             decoded = torch.from_numpy(self.embeddings.dequantize(data, tuple(weight.shape)))
             decoded = decoded.to(device=weight.device, dtype=weight.dtype)
-            self._cache[key] = (data, nn.Parameter(decoded, requires_grad=False))
+            entry = self._cache[key] = (weakref.ref(weight), data, nn.Parameter(decoded, requires_grad=False))
         self._cache.move_to_end(key)
-        return self._cache[key]
+        return entry[1], entry[2]
 
     def gguf_tensors(self, model: nn.Module, genome: Genome) -> dict[nn.Module, tuple[TensorType, np.ndarray]]:
         """Each linear with its type and bytes: a row slice of its unit's (a tied unit's members are its row ranges);

@@ -223,3 +223,19 @@ def test_a_gguf_file_gives_the_candidates_logits_or_is_refused_in_one_line(archi
     with torch.no_grad():
         logits = GgufFile().load(tmp_path / "out")(tokens).logits
     assert torch.allclose(logits, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_the_fixed_matrices_are_decoded_from_the_tensor_given_when_a_freed_ones_id_comes_back(model):
+    """The embeddings' and head's decoded copies are kept per tensor: a tensor freed (an exported model) must not
+    hand its copy to a new tensor that Python gives the same id."""
+    space = GgufSpace(model, 5.0, list(DEFAULT_TYPES))
+    shape = tuple(model.get_input_embeddings().weight.shape)
+    ids = set()
+    for seed in range(6):
+        weight = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+        ids.add(id(weight))
+        _, decoded = space._fixed(weight)
+        expected = space.embeddings.dequantize(space.embeddings.quantize(weight.numpy()), shape)
+        assert np.array_equal(decoded.detach().numpy(), expected)
+        del weight, decoded
+    assert len(ids) < 6  # Python did give a freed tensor's id to a new one: the case checked
