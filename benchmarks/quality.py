@@ -15,6 +15,9 @@ average bits (GPTQ levels, widths 2-6), seeded with uniform and SPDY; ``seeded-s
 sub-layers, seeded with ShortGPT, SPDY and FinerCut on sub-layers (2 samples: 654 passes; angular drops whole blocks).
 ``legacy``: the first EvoPress (12 x 8 from one random start, 128-token samples) at depth 9 of 30 and 70% sparsity,
 confirmed on the same news articles at 512 tokens as the seeded families, for quality at equal tokens.
+``seeded-width``: the width space at 1.5x end to end (`examples/smollm2-speedup.yaml`'s grid and latency table,
+structured-OBS levels), seeded with the uniform width genome, SPDY and 8 random genomes. ``seeded-long``: depth 9 of
+30 with 32 generations instead of 8, the rest as ``seeded``.
 
     .venv/bin/python benchmarks/quality.py --db runs/quality.db [--only FAMILY ...] [--sublayer]
         [--prescreen N]
@@ -45,7 +48,11 @@ COMMON = {"model": "smollm2-135m", "data": "wiki-sample", "seed": 0,
           "run": {"workers": 2, "threads_per_worker": 1, "batch_size": 8}}
 LEVELS = {"calibration_samples": 32}
 FAMILIES = ["depth", "warm", "sparsity", "quant", "seeded", "seeded-sparsity", "seeded-quant", "seeded-sublayer",
-            "legacy"]
+            "legacy", "seeded-width", "seeded-long"]
+WIDTH = {"kind": "width", "speedup": 1.5, "channels": [1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125, 0.0],
+         "multiple": 8, "builder": "obs", "calibration_samples": 32,
+         "latency": {"device": "cpu", "batch": 1, "seq": 128, "threads": 1, "repeats": 30}}
+BUDGET_COST = {"quant": "bits", "width": "speedup"}  # the cost a row's exact budget reads, by space kind
 
 
 def studies(sublayer: bool) -> dict[str, list[tuple[str, dict, bool]]]:
@@ -84,16 +91,22 @@ def studies(sublayer: bool) -> dict[str, list[tuple[str, dict, bool]]]:
     legacy = [("quality-depth9-legacy", {"space": {"kind": "depth", "granularity": "block", "drop": 9},
                                           **confirmed}, True),
               ("quality-sparsity70-legacy", {"space": sparsity70, **confirmed}, True)]
+    seeded_width = [("quality-width15-seeded", {
+        "space": WIDTH, **SEEDED, "strategy": {**SEEDED["strategy"], "seeds": {"random": 8}}}, True)]  # spdy
+    seeded_long = [("quality-depth9-seeded-long", {
+        "space": {"kind": "depth", "granularity": "block", "drop": 9},
+        "baselines": [{"method": "finercut", "samples": 4}],
+        **SEEDED, "strategy": {**SEEDED["strategy"], "generations": 32}}, True)]
     return {"depth": depth, "warm": warm, "sparsity": sparsity, "quant": quant, "seeded": seeded,
             "seeded-sparsity": seeded_sparsity, "seeded-quant": seeded_quant, "seeded-sublayer": seeded_sublayer,
-            "legacy": legacy}
+            "legacy": legacy, "seeded-width": seeded_width, "seeded-long": seeded_long}
 
 
 def budget(outcome: Outcome, label: str, kind: str) -> str:
     """What the row's budget is, exactly: blocks or sub-layers dropped, or the genome's own sparsity or bits."""
     if kind == "depth":
         return f"{sum(outcome.genomes[label].levels)} dropped"
-    key = "bits" if kind == "quant" else kind
+    key = BUDGET_COST.get(kind, kind)
     return f"{key} {outcome.costs[label][key]:.6f}"
 
 

@@ -47,9 +47,11 @@ class EvaluationSpec(Closed):
     ``tail_samples`` makes the search's fitness cheaper on large vocabularies: its KL and perplexity evaluate the
     output head only at the teacher's top-k ids and the next tokens, and estimate the rest of the softmax normaliser
     from that many sampled vocabulary entries (held-out reports stay exact; ``benchmarks/RESULTS.md`` has the error).
-    ``dtype: bfloat16`` runs the candidates in bfloat16 (3.3x a float32 forward on a CPU with AVX-512 BF16); the
-    teacher stays the float32 dense model, so a study's values include bfloat16's own small divergence. Both change
-    the values a study stores, so both are part of its identity (unlike the run settings).
+    ``dtype`` is the candidates' arithmetic on the workers: ``auto`` is bfloat16 where they run on a GPU and float32
+    on a CPU, where bfloat16 (3.3x a float32 forward with AVX-512 BF16) changes which close offspring survive; float16
+    only on a GPU. The teacher stays the float32 dense model, so a study's values include half precision's own small
+    divergence. Both change the values a study stores, so both are part of its identity (unlike the run settings),
+    which records the dtype ``auto`` resolved to.
     """
 
     # 256-token samples, a pool of 96 (24k tokens): at EvoPress' default last stage (8k tokens) the demo's fitness
@@ -60,7 +62,7 @@ class EvaluationSpec(Closed):
     heldout_fraction: float = Field(0.1, gt=0, lt=1)
     top_k: int = Field(128, ge=1)
     tail_samples: int | None = Field(None, ge=1)  # estimate the search's KL from this many vocabulary entries
-    dtype: Literal["float32", "bfloat16"] = "float32"  # the candidates' arithmetic on the workers
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # the candidates' arithmetic on the workers
     # Text of another domain (any data source `data` accepts) that confirms the final genomes, at its own length
     heldout_data: str | dict[str, Any] | None = None
     heldout_seq_len: int | None = Field(None, ge=8)  # default: seq_len
@@ -68,6 +70,15 @@ class EvaluationSpec(Closed):
     @property
     def confirmation_seq_len(self) -> int:
         return self.heldout_seq_len or self.seq_len
+
+    def arithmetic(self, device: str) -> str:
+        """The concrete dtype of the candidates on ``device`` (``cpu`` or ``cuda``)."""
+        if self.dtype == "auto":
+            return "bfloat16" if device == "cuda" else "float32"
+        if self.dtype == "float16" and device != "cuda":
+            raise UserError("evaluation.dtype: float16 needs the workers on a GPU (run.device: cuda); on a CPU use "
+                            "float32 or bfloat16")
+        return self.dtype
 
 
 class RunSpec(Closed):
@@ -153,12 +164,20 @@ class JobSpec(Closed):
                              f"(or joint ones with one of them)")
         return self
 
+    def on_device(self, device: str) -> JobSpec:
+        """The job with its candidates' dtype resolved for workers on ``device``: what its study records."""
+        evaluation = self.evaluation.model_copy(update={"dtype": self.evaluation.arithmetic(device)})
+        return self.model_copy(update={"evaluation": evaluation})
+
     def study_spec(self) -> dict:
-        """What identifies the study: everything but its name, the run settings and the baselines.
+        """What identifies the study: everything but its name, the run settings and the baselines; the job's
+        device must be resolved (``on_device``), since ``dtype: auto`` means different arithmetic on each.
 
         Baselines only add candidates, so a study may gain some later; the baselines a search starts from change
         the search, so the strategy records their settings (``StrategySpec.identity``).
         """
+        if self.evaluation.dtype == "auto":
+            raise ValueError("the job's dtype is unresolved; call on_device first")
         spec = self.model_dump(mode="json", exclude={"name", "run", "baselines"})
         legacy = (("tail_samples", None), ("dtype", "float32"), ("heldout_data", None), ("heldout_seq_len", None))
         for key, default in legacy:  # as in studies stored before they existed
@@ -172,7 +191,8 @@ class JobSpec(Closed):
     @classmethod
     def from_stored(cls, name: str, spec: dict) -> JobSpec:
         """The job of a stored study (its spec as ``study_spec`` wrote it), with default run settings."""
-        return cls.model_validate({**spec, "name": name})
+        evaluation = {"dtype": "float32", **spec["evaluation"]}  # stored without it: float32, the old default
+        return cls.model_validate({**spec, "evaluation": evaluation, "name": name})
 
 
 def _one_line(error: ValidationError) -> str:

@@ -127,6 +127,7 @@ def run_job(
     elif address:
         raise UserError("--address names a Ray cluster; it cannot be combined with --executor local")
     device = resolve_device(job.run.device, executor)
+    job = job.on_device(device)  # dtype auto: half precision on a GPU
     model = load_model(job.model)
     check_fits(job, model.config)
     if job.evaluation.tail_samples is not None and (problem := head_problem(model)):

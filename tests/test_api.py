@@ -45,7 +45,7 @@ def test_studies_table(tiny_store, tiny_model):
 def test_every_space_kind_shows_its_budget(space, text):
     """What `studies` prints and the API's ``budget`` column: the budget alone, read from the stored spec."""
     job = JobSpec.model_validate({"name": "n", "model": "m", "data": "wiki-sample", "space": space})
-    assert budget_text(job.study_spec()["space"]) == text
+    assert budget_text(job.on_device("cpu").study_spec()["space"]) == text
 
 
 def test_candidates_table(tiny_store):

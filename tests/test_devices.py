@@ -33,3 +33,30 @@ def test_the_device_is_a_run_setting_not_part_of_the_study(tiny_model, text_file
     again = run_job(JobSpec.model_validate(job_yaml(tiny_model, text_files, **{"run.device": "cpu"})),
                     tmp_path / "s.db", executor="local")
     assert again.resumed and again.evaluated == 0 and again.metrics == first.metrics
+
+
+def test_dtype_auto_is_half_precision_on_a_gpu_and_float32_on_a_cpu(tiny_model, text_files):
+    """What a study records is the dtype ``auto`` resolved to: on a CPU float32, stored as before ``auto`` existed
+    (so older studies resume), on a GPU bfloat16; a stored spec without a dtype reads back as float32."""
+    job = JobSpec.model_validate(job_yaml(tiny_model, text_files))
+    assert job.evaluation.dtype == "auto"
+    with pytest.raises(ValueError, match="unresolved"):
+        job.study_spec()
+    on_cpu, on_gpu = job.on_device("cpu").study_spec(), job.on_device("cuda").study_spec()
+    assert "dtype" not in on_cpu["evaluation"] and on_gpu["evaluation"]["dtype"] == "bfloat16"
+    assert JobSpec.from_stored("s", on_cpu).evaluation.dtype == "float32"
+    assert JobSpec.from_stored("s", on_gpu).evaluation.dtype == "bfloat16"
+    half = JobSpec.model_validate(job_yaml(tiny_model, text_files, **{"evaluation.dtype": "float16"}))
+    assert half.on_device("cuda").evaluation.dtype == "float16"
+
+
+def test_float16_on_a_cpu_is_refused_in_one_line_and_leaves_the_store(tiny_model, text_files, tmp_path, capsys):
+    refused(job_yaml(tiny_model, text_files), job_yaml(tiny_model, text_files, **{"evaluation.dtype": "float16"}),
+            "evaluation.dtype: float16 needs the workers on a GPU (run.device: cuda)", tmp_path, capsys)
+
+
+def test_a_half_precision_study_resumed_where_auto_means_float32_is_refused(tiny_model, text_files, tmp_path, capsys):
+    """A study ``auto`` ran in bfloat16 on a GPU, resumed with ``auto`` on a CPU, would change its arithmetic: refused
+    in one line naming the dtype, the store unchanged (pin ``evaluation.dtype`` to move a study between devices)."""
+    refused(job_yaml(tiny_model, text_files, **{"evaluation.dtype": "bfloat16"}), job_yaml(tiny_model, text_files),
+            "evaluation.dtype: \"bfloat16\" -> the default", tmp_path, capsys)

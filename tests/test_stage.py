@@ -112,7 +112,7 @@ def test_a_study_with_a_sampled_head_reports_exact_held_out_values(tiny_model, t
     """``evaluation.tail_samples`` changes the search's fitness only: the held-out report of a genome is the exact
     one, and a job without it keeps the study spec of stores written before it existed."""
     plain = make_job(tiny_model, text_files)
-    assert "tail_samples" not in plain.study_spec()["evaluation"]
+    assert "tail_samples" not in plain.on_device("cpu").study_spec()["evaluation"]
     sampled = plain.model_validate({**plain.model_dump(), "evaluation": {**plain.evaluation.model_dump(),
                                                                           "tail_samples": 64}})
     exact, estimated = (run_job(job, tmp_path / f"{i}.db", executor="local") for i, job in enumerate((plain, sampled)))

@@ -53,7 +53,8 @@ def test_resume_same_spec_and_refuse_changed_spec(tmp_path):
 
 
 def test_spec_differences_name_nested_keys():
-    assert spec_differences({"a": {"b": 1}, "c": 2}, {"a": {"b": 2}, "c": 2, "d": 1}) == ["a.b: 1 -> 2", "d: null -> 1"]
+    changes = spec_differences({"a": {"b": 1}, "c": 2}, {"a": {"b": 2}, "c": 2, "d": 1})
+    assert changes == ["a.b: 1 -> 2", "d: the default -> 1"]
 
 
 def test_wal_mode_and_schema_version(tmp_path):

@@ -49,16 +49,24 @@ def sample_key(samples: Iterable[int]) -> str:
 
 
 def spec_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two nested spec dicts, for a resume refusal message."""
+    """Dotted keys whose values differ between two nested spec dicts, for a resume refusal message; a key one side
+    leaves out (a setting at the default that studies stored before it existed had) reads as its default."""
     changed = []
     for key in sorted(set(old) | set(new)):
         path = f"{prefix}{key}"
-        a, b = old.get(key), new.get(key)
+        a, b = old.get(key, _DEFAULT), new.get(key, _DEFAULT)
         if isinstance(a, dict) and isinstance(b, dict):
             changed += spec_differences(a, b, f"{path}.")
         elif a != b:
-            changed.append(f"{path}: {json.dumps(a)} -> {json.dumps(b)}")
+            changed.append(f"{path}: {_shown(a)} -> {_shown(b)}")
     return changed
+
+
+_DEFAULT = object()
+
+
+def _shown(value: object) -> str:
+    return "the default" if value is _DEFAULT else json.dumps(value)
 
 
 def spec_hash(spec: dict) -> str:
