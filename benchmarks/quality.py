@@ -17,7 +17,10 @@ sub-layers, seeded with ShortGPT, SPDY and FinerCut on sub-layers (2 samples: 65
 confirmed on the same news articles at 512 tokens as the seeded families, for quality at equal tokens.
 ``seeded-width``: the width space at 1.5x end to end (`examples/smollm2-speedup.yaml`'s grid and latency table,
 structured-OBS levels), seeded with the uniform width genome, SPDY and 8 random genomes. ``seeded-long``: depth 9 of
-30 with 32 generations instead of 8, the rest as ``seeded``.
+30 with 32 generations instead of 8, the rest as ``seeded``. ``gemma3``: the real Gemma 3 270M (18 blocks, 262,144-token
+vocabulary, BOS-prefixed samples) at the seeded settings with the sampled head (``tail_samples: 2048``): depth 4 of 18
+blocks with every depth baseline, and 50% sparsity (Wanda levels) with uniform, OWL and SPDY; without pre-screening
+(the product's default).
 
     .venv/bin/python benchmarks/quality.py --db runs/quality.db [--only FAMILY ...] [--sublayer]
         [--prescreen N]
@@ -48,7 +51,7 @@ COMMON = {"model": "smollm2-135m", "data": "wiki-sample", "seed": 0,
           "run": {"workers": 2, "threads_per_worker": 1, "batch_size": 8}}
 LEVELS = {"calibration_samples": 32}
 FAMILIES = ["depth", "warm", "sparsity", "quant", "seeded", "seeded-sparsity", "seeded-quant", "seeded-sublayer",
-            "legacy", "seeded-width", "seeded-long"]
+            "legacy", "seeded-width", "seeded-long", "gemma3"]
 WIDTH = {"kind": "width", "speedup": 1.5, "channels": [1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125, 0.0],
          "multiple": 8, "builder": "obs", "calibration_samples": 32,
          "latency": {"device": "cpu", "batch": 1, "seq": 128, "threads": 1, "repeats": 30}}
@@ -97,9 +100,19 @@ def studies(sublayer: bool) -> dict[str, list[tuple[str, dict, bool]]]:
         "space": {"kind": "depth", "granularity": "block", "drop": 9},
         "baselines": [{"method": "finercut", "samples": 4}],
         **SEEDED, "strategy": {**SEEDED["strategy"], "generations": 32}}, True)]
+    on_gemma = {"model": "gemma3-270m", "evaluation": {**SEEDED["evaluation"], "tail_samples": 2048},
+                "run": {**COMMON["run"], "batch_size": 2}}  # exact reports: 2 x 512 x 262,144 float32 logits a batch
+    product = {**SEEDED["strategy"], "prescreen": 1}  # the product's default, not the SmolLM2 depth families' 4
+    gemma3 = [("quality-gemma3-depth4-seeded", {
+        "space": {"kind": "depth", "granularity": "block", "drop": 4},
+        "baselines": [{"method": "finercut", "samples": 4}], **on_gemma, "strategy": product}, True),
+              ("quality-gemma3-sparsity50-seeded", {
+                  "space": {"kind": "sparsity", "sparsity": 0.5, "builder": "wanda", "levels": 8, **LEVELS},
+                  **on_gemma, "strategy": {**product, "seeds": {"random": 8}}}, True)]
     return {"depth": depth, "warm": warm, "sparsity": sparsity, "quant": quant, "seeded": seeded,
             "seeded-sparsity": seeded_sparsity, "seeded-quant": seeded_quant, "seeded-sublayer": seeded_sublayer,
-            "legacy": legacy, "seeded-width": seeded_width, "seeded-long": seeded_long}
+            "legacy": legacy, "seeded-width": seeded_width, "seeded-long": seeded_long,
+            "gemma3": gemma3}
 
 
 def budget(outcome: Outcome, label: str, kind: str) -> str:

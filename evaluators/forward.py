@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -84,14 +85,12 @@ def estimated(hidden: torch.Tensor, head: nn.Linear, tokens: torch.Tensor, ids: 
     b, seq, width = hidden.shape
     rows, flat_ids = hidden.reshape(-1, width).float(), ids.reshape(b * seq, -1)
     weight, bias = head.weight, None if head.bias is None else head.bias.float()  # rows made float32 once picked
-    nexts = torch.cat([tokens[:, 1:], tokens[:, -1:]], dim=1).reshape(-1, 1)  # the last position's is not used
-    wanted = torch.cat([flat_ids, nexts], dim=1)
-    picked = torch.cat([torch.bmm(weight[wanted[i:i + chunk]].float(), rows[i:i + chunk, :, None]).squeeze(-1)
-                        for i in range(0, rows.shape[0], chunk)])
+    nexts = torch.cat([tokens[:, 1:], tokens[:, -1:]], dim=1).reshape(-1)  # the last position's is not used
+    top = head_logits_at(rows, weight, flat_ids, chunk)
+    next_logits = (weight[nexts].float() * rows).sum(-1)
     tail_logits = rows @ weight[tail.ids].float().T
     if bias is not None:
-        picked, tail_logits = picked + bias[wanted], tail_logits + bias[tail.ids]
-    top, next_logits = picked[:, :-1], picked[:, -1]
+        top, next_logits, tail_logits = top + bias[flat_ids], next_logits + bias[nexts], tail_logits + bias[tail.ids]
     inside = tail.position[flat_ids]  # sample places of the ids counted exactly (-1: not in the sample)
     taken = inside.clamp(min=0)
     tail_logits.scatter_(1, taken, torch.where(inside >= 0, float("-inf"), tail_logits.gather(1, taken)))
@@ -101,3 +100,24 @@ def estimated(hidden: torch.Tensor, head: nn.Linear, tokens: torch.Tensor, ids: 
     shape = (b, seq)
     return TokenOutputs((top - lse).reshape(*shape, -1), (rest - lse).reshape(shape),
                         (next_logits[:, None] - lse).reshape(shape)[:, :-1])
+
+
+def head_logits_at(rows: torch.Tensor, weight: torch.Tensor, ids: torch.Tensor, chunk: int) -> torch.Tensor:
+    """``rows[n] . weight[ids[n, j]]`` [n, k] for ids distinct within each row, in float32.
+
+    On a CPU with a float32 head, one sampled dense-dense product over the (row, id) pattern: 6x faster there than
+    gathering k head rows per token, which copies k x hidden floats per token (``benchmarks/RESULTS.md``). Elsewhere
+    (a GPU, a half-precision head, which ``sampled_addmm`` does not take) the rows are gathered in chunks.
+    """
+    if rows.device.type != "cpu" or weight.dtype != torch.float32:
+        return torch.cat([torch.bmm(weight[ids[i:i + chunk]].float(), rows[i:i + chunk, :, None]).squeeze(-1)
+                          for i in range(0, rows.shape[0], chunk)])
+    count, k = ids.shape
+    ordered, order = ids.sort(1)  # CSR wants each row's columns in order
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's note that its CSR support is in beta
+        pattern = torch.sparse_csr_tensor(torch.arange(0, count * k + 1, k), ordered.reshape(-1),
+                                          rows.new_zeros(count * k), size=(count, weight.shape[0]),
+                                          check_invariants=False)
+        values = torch.sparse.sampled_addmm(pattern, rows, weight.T, beta=0.0).values().reshape(count, k)
+    return torch.empty_like(values).scatter_(1, order, values)

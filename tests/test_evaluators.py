@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from paretopress.evaluators.forward import TailSample, compact, estimated, head_problem
+from paretopress.evaluators.forward import TailSample, compact, estimated, head_logits_at, head_problem
 from paretopress.evaluators.metrics import score
 from paretopress.evaluators.teacher import compute_teacher, kl_per_token
 from paretopress.spaces.depth import DepthSpace
@@ -108,3 +108,12 @@ def test_the_head_estimate_is_exact_when_the_sample_is_the_whole_vocabulary(mode
     exact = kl_per_token(teacher, full).mean()
     assert kl_per_token(teacher, sampled).mean() == pytest.approx(float(exact), rel=0.2)  # 64 of 320 entries
     assert head_problem(model) is None
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])  # the sampled product, and the gathered rows
+def test_headhead_logits_at_given_ids_are_the_dot_products(dtype):
+    generator = torch.Generator().manual_seed(0)
+    rows, weight = torch.randn(40, 16, generator=generator), torch.randn(300, 16, generator=generator, dtype=dtype)
+    ids = torch.stack([torch.randperm(300, generator=generator)[:7] for _ in range(40)])  # distinct, unsorted
+    expected = torch.einsum("nkh,nh->nk", weight[ids].double(), rows.double())
+    assert torch.allclose(head_logits_at(rows, weight, ids, chunk=16).double(), expected, atol=1e-4)
