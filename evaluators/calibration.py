@@ -11,6 +11,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from paretopress.evaluators.forward import model_device
+
 
 def xtx(flat: torch.Tensor) -> torch.Tensor:
     """X^T X of inputs [tokens, features]: the Hessian of a linear layer's squared reconstruction error."""
@@ -22,8 +24,10 @@ def calibration_xtx(model: nn.Module, units: tuple[str, ...], tokens: torch.Tens
     """A sum over the calibration tokens of ``statistic`` (X^T X by default) of every unit's input, in one pass.
 
     Linears that read the same tensor one after the other (q/k/v, gate/up) share one product instead of computing
-    it again; the last input is held by reference, so its identity cannot be taken over by a new tensor.
+    it again; the last input is held by reference, so its identity cannot be taken over by a new tensor. The sums
+    are on the model's device.
     """
+    device = model_device(model)
     sums: dict[str, torch.Tensor] = {}
     last: list = [None, None]  # the last input seen and its product
 
@@ -43,7 +47,7 @@ def calibration_xtx(model: nn.Module, units: tuple[str, ...], tokens: torch.Tens
     try:
         with torch.inference_mode():
             for start in tqdm(range(0, tokens.shape[0], batch_size), desc="calibration statistics", unit="batch"):
-                model(input_ids=tokens[start : start + batch_size], use_cache=False)
+                model(input_ids=tokens[start : start + batch_size].to(device), use_cache=False)
     finally:
         for handle in handles:
             handle.remove()

@@ -12,11 +12,17 @@ from torch import nn
 
 
 def batched_logits(model: nn.Module, tokens: torch.Tensor, batch_size: int) -> Iterator[tuple[slice, torch.Tensor]]:
-    """Yield (rows, float32 logits [rows, seq, vocab]) for ``tokens`` [samples, seq]; the caller owns the logits."""
+    """Yield (rows, float32 logits [rows, seq, vocab]) for ``tokens`` [samples, seq]; the caller owns the logits,
+    which are on the model's device (each batch of ``tokens`` is moved there)."""
+    device = model_device(model)
     with torch.inference_mode():
         for start in range(0, tokens.shape[0], batch_size):
             rows = slice(start, min(start + batch_size, tokens.shape[0]))
-            yield rows, model(input_ids=tokens[rows], use_cache=False).logits.float()
+            yield rows, model(input_ids=tokens[rows].to(device), use_cache=False).logits.float()
+
+
+def model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
 
 
 @dataclass(frozen=True)

@@ -34,11 +34,12 @@ class TeacherOutputs:
 
 
 def compute_teacher(model: nn.Module, tokens: torch.Tensor, top_k: int, batch_size: int) -> TeacherOutputs:
+    """The dense model's outputs on ``tokens``, computed on the model's device and kept on the CPU (the cache)."""
     parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     for rows, logits in batched_logits(model, tokens, batch_size):
         ids = logits.topk(top_k, dim=-1).indices
-        outputs = compact(logits, tokens[rows], ids)
-        parts.append((outputs.top_logprobs, ids.to(torch.int32), outputs.rest_logprob))
+        outputs = compact(logits, tokens[rows].to(logits.device), ids)
+        parts.append((outputs.top_logprobs.cpu(), ids.to(torch.int32).cpu(), outputs.rest_logprob.cpu()))
     top, ids, rest = (torch.cat(column) for column in zip(*parts, strict=True))
     return TeacherOutputs(top, ids, rest)
 

@@ -1,8 +1,9 @@
 """Where the workers compute: ``run.device`` resolved against what the machine (or the Ray cluster) has.
 
-Only the workers move to a GPU: they hold the model, the sample pools, the teacher's outputs and the level weights
-they apply on their device. The controller, the teacher's outputs, the level databases and the baselines are
-computed on this machine's CPU, as before.
+The workers hold the model, the sample pools, the teacher's outputs and the level weights they apply on their
+device. With workers on GPUs, the controller computes the teacher's outputs and the level databases' calibration
+statistics (its forward passes) on this machine's GPU where it has one; the level builders, working unit by unit,
+and the baselines run on its CPU.
 """
 
 from __future__ import annotations
@@ -24,3 +25,9 @@ def resolve_device(requested: str, executor: str) -> str:
         where = "the Ray cluster has no GPU resources" if executor == "ray" else "torch sees no CUDA device here"
         raise UserError(f"run.device: cuda, but {where}; use run.device: cpu (or auto)")
     return "cuda"
+
+
+def controller_device(device: str) -> str:
+    """Where the controller runs its own forward passes: this machine's GPU when the workers use GPUs and torch sees
+    one here (a Ray cluster's head may have none)."""
+    return "cuda" if device == "cuda" and torch.cuda.is_available() else "cpu"

@@ -7,7 +7,7 @@ on the CPU, and ``cuda`` is refused in one line before any work.
 import pytest
 import torch
 
-from paretopress.devices import resolve_device
+from paretopress.devices import controller_device, resolve_device
 from paretopress.job import JobSpec
 from paretopress.kernel.errors import UserError
 from paretopress.run import run_job
@@ -25,6 +25,11 @@ def test_a_ray_cluster_without_gpus_runs_auto_on_the_cpu_and_refuses_cuda(ray_cl
     assert resolve_device("auto", "ray") == resolve_device("auto", "local") == "cpu"
     with pytest.raises(UserError, match="the Ray cluster has no GPU resources"):
         resolve_device("cuda", "ray")
+
+
+def test_the_controller_computes_on_its_own_gpu_only():
+    """Workers on a cluster's GPUs do not put the controller on a GPU this machine lacks."""
+    assert controller_device("cuda") == controller_device("cpu") == "cpu"
 
 
 def test_the_device_is_a_run_setting_not_part_of_the_study(tiny_model, text_files, tmp_path):

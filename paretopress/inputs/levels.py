@@ -82,12 +82,17 @@ def check_database(path: Path, key: str) -> str | None:
 
 def build_levels(space: LevelSource, model: nn.Module, tokens: torch.Tensor | None,
                  batch_size: int) -> dict[str, torch.Tensor]:
-    """Every unit's stored tensors, computed layer by layer with a progress bar on stderr."""
+    """Every unit's stored tensors, computed layer by layer with a progress bar on stderr.
+
+    The calibration statistics come from forward passes where the model is (a GPU, when the job's workers have one);
+    the builders then work unit by unit on the CPU, with the statistics and CPU copies of the unit's weights.
+    """
     inputs = space.calibration_inputs()
     statistics = calibration_xtx(model, inputs, tokens, batch_size) if tokens is not None else {}
     tensors: dict[str, torch.Tensor] = {}
     for index, name in enumerate(tqdm(inputs, desc=f"{space.builder} levels", unit="unit")):
-        tensors.update(space.unit_levels(model, index, statistics.pop(name, None)))
+        xtx = statistics.pop(name, None)
+        tensors.update(space.unit_levels(model, index, None if xtx is None else xtx.cpu()))
     return tensors
 
 
