@@ -48,16 +48,16 @@ class PackagedGguf:
     sha256: str | None = None
 
     def parts(self) -> list[Path]:
-        found = []
-        for package in self.packages:
-            spec = importlib.util.find_spec(package)
-            files = sorted(Path(spec.submodule_search_locations[0]).glob(self.pattern)) if spec and \
-                spec.submodule_search_locations else []
-            if not files:
-                raise UserError(f"model alias {self.alias!r} needs the package {package.replace('_', '-')}: "
-                                f"{self.install}")
-            found.append(files[0])
-        return found
+        """The file's parts, in order, each from its package's folder."""
+        return [self._part(package) for package in self.packages]
+
+    def _part(self, package: str) -> Path:
+        spec = importlib.util.find_spec(package)
+        folder = spec.submodule_search_locations[0] if spec and spec.submodule_search_locations else None
+        files = sorted(Path(folder).glob(self.pattern)) if folder else []
+        if not files:
+            raise UserError(f"model alias {self.alias!r} needs the package {package.replace('_', '-')}: {self.install}")
+        return files[0]
 
     def checkpoint(self) -> Path:
         target = cache_dir("models") / self.alias
@@ -66,7 +66,7 @@ class PackagedGguf:
         parts = self.parts()
         quiet_transformers()  # the conversion's shard-writing bar stays off stderr
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-            gguf = parts[0] if len(parts) == 1 else self._joined(parts, Path(tmp) / "model.gguf")
+            gguf = parts[0] if len(parts) == 1 else self.joined(parts, Path(tmp) / "model.gguf")
             log.info("converting %s to a safetensors checkpoint in %s (once)", gguf.name, target)
             model = from_gguf(gguf.parent, gguf.name)
             tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -80,7 +80,7 @@ class PackagedGguf:
                 checkpoint.rename(target)
         return target
 
-    def _joined(self, parts: list[Path], out: Path) -> Path:
+    def joined(self, parts: list[Path], out: Path) -> Path:
         digest = hashlib.sha256()
         with out.open("wb") as joined:
             for part in parts:
