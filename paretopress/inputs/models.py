@@ -82,12 +82,12 @@ class PackagedGguf:
 
     def joined(self, parts: list[Path], out: Path) -> Path:
         digest = hashlib.sha256()
-        with out.open("wb") as joined:
+        with out.open("wb") as target:
             for part in parts:
                 with part.open("rb") as source:
                     while block := source.read(1 << 24):
                         digest.update(block)
-                        joined.write(block)
+                        target.write(block)
         if self.sha256 and digest.hexdigest() != self.sha256:
             raise UserError(f"the parts of model alias {self.alias!r} do not join into the published file "
                             f"(sha256 mismatch); reinstall them: {self.install}")
