@@ -16,7 +16,11 @@ per second (each candidate's tokens counted once) for a plain dense forward over
 one by one, and each stage as one job sharing prefixes (``search/stage.py``); for the depth and sparsity spaces of
 SmolLM2 and for depth on a random-initialised SmolLM2-shaped model with a 262,144-token vocabulary.
 
+``--head-only``: the sampled head's logits at the teacher's top-k ids and each next token (``tail_samples``) as
+gathered head rows against one sampled dense-dense product, on SmolLM2's real head and teacher ids.
+
     .venv/bin/python benchmarks/throughput.py [--threads 2] [--samples 16] [--repeats 5] [--stages-only]
+        [--head-only]
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from functools import partial
 import numpy as np
 import torch
 
-from paretopress.evaluators.forward import batched_logits
+from paretopress.evaluators.forward import batched_logits, gathered_logits, sampled_product_logits
 from paretopress.evaluators.samples import CALIBRATION, HELDOUT, SampleSet
 from paretopress.evaluators.teacher import compute_teacher
 from paretopress.inputs.data import WIKI_SAMPLE, load_documents, pack_samples
@@ -155,6 +159,33 @@ def stages(args) -> None:
                 DepthSpace(large, "block", args.drop), random_tokens, args)
 
 
+def head_table(args) -> None:
+    """Seconds of the logits at the teacher's ids for one batch, gathered against the sampled product."""
+    documents = load_documents(WIKI_SAMPLE)
+    model = load_model(MODEL)
+    weight = model.get_output_embeddings().weight
+    print(f"\nlogits at the teacher's top-{args.top_k} ids, one batch of {args.batch_size} samples, {args.threads} "
+          f"threads, median of {args.repeats}")
+    print("| tokens | gathered head rows (s) | sampled dense-dense product (s) | speedup | largest relative "
+          "difference |")
+    print("|---|---|---|---|---|")
+    for seq in (128, 256):
+        tokens = pack_samples(documents.heldout, load_tokenizer(MODEL), seq, args.batch_size)
+        teacher = compute_teacher(model, tokens, args.top_k, args.batch_size)
+        with torch.inference_mode():
+            hidden = model.get_decoder()(input_ids=tokens, use_cache=False).last_hidden_state
+        rows = hidden.reshape(-1, hidden.shape[-1]).float()
+        ids = teacher.top_ids.long().reshape(rows.shape[0], -1)
+        paths = {"gathered": partial(gathered_logits, rows, weight, ids, 256),
+                 "sampled": partial(sampled_product_logits, rows, weight, ids)}
+        seconds = median_seconds(paths, args.repeats)
+        with torch.inference_mode():
+            gathered, sampled = paths["gathered"](), paths["sampled"]()
+        difference = float((gathered - sampled).abs().max() / gathered.abs().max())
+        print(f"| {tokens.numel():,} | {seconds['gathered']:.3f} | {seconds['sampled']:.3f} | "
+              f"{seconds['gathered'] / seconds['sampled']:.1f}x | {difference:.1e} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -167,9 +198,13 @@ def main() -> None:
     parser.add_argument("--large-vocab", type=int, default=262_144)
     parser.add_argument("--tail-samples", type=int, default=2048, help="sampled vocabulary entries of the estimate")
     parser.add_argument("--stages-only", action="store_true", help="only the access pattern of a search")
+    parser.add_argument("--head-only", action="store_true", help="only the sampled head's logits at given ids")
     args = parser.parse_args()
     quiet_transformers()
     torch.set_num_threads(args.threads)
+    if args.head_only:
+        head_table(args)
+        return
     if args.stages_only:
         stages(args)
         return

@@ -116,8 +116,18 @@ def head_logits_at(rows: torch.Tensor, weight: torch.Tensor, ids: torch.Tensor, 
     (a GPU, a half-precision head, which ``sampled_addmm`` does not take) the rows are gathered in chunks.
     """
     if rows.device.type != "cpu" or weight.dtype != torch.float32:
-        return torch.cat([torch.bmm(weight[ids[i:i + chunk]].float(), rows[i:i + chunk, :, None]).squeeze(-1)
-                          for i in range(0, rows.shape[0], chunk)])
+        return gathered_logits(rows, weight, ids, chunk)
+    return sampled_product_logits(rows, weight, ids)
+
+
+def gathered_logits(rows: torch.Tensor, weight: torch.Tensor, ids: torch.Tensor, chunk: int) -> torch.Tensor:
+    """``head_logits_at`` by gathering each token's k head rows, ``chunk`` tokens at a time."""
+    return torch.cat([torch.bmm(weight[ids[i:i + chunk]].float(), rows[i:i + chunk, :, None]).squeeze(-1)
+                      for i in range(0, rows.shape[0], chunk)])
+
+
+def sampled_product_logits(rows: torch.Tensor, weight: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """``head_logits_at`` as one sampled dense-dense product (float32 on a CPU)."""
     count, k = ids.shape
     ordered, order = ids.sort(1)  # CSR wants each row's columns in order
     with warnings.catch_warnings():
