@@ -163,7 +163,7 @@ def head_table(args) -> None:
     """Seconds of the logits at the teacher's ids for one batch, gathered against the sampled product."""
     documents = load_documents(WIKI_SAMPLE)
     model = load_model(MODEL)
-    weight = model.get_output_embeddings().weight
+    weight = model.get_output_embeddings().weight.detach()
     print(f"\nlogits at the teacher's top-{args.top_k} ids, one batch of {args.batch_size} samples, {args.threads} "
           f"threads, median of {args.repeats}")
     print("| tokens | gathered head rows (s) | sampled dense-dense product (s) | speedup | largest relative "
@@ -179,8 +179,7 @@ def head_table(args) -> None:
         paths = {"gathered": partial(gathered_logits, rows, weight, ids, 256),
                  "sampled": partial(sampled_product_logits, rows, weight, ids)}
         seconds = median_seconds(paths, args.repeats)
-        with torch.inference_mode():
-            gathered, sampled = paths["gathered"](), paths["sampled"]()
+        gathered, sampled = paths["gathered"](), paths["sampled"]()
         difference = float((gathered - sampled).abs().max() / gathered.abs().max())
         print(f"| {tokens.numel():,} | {seconds['gathered']:.3f} | {seconds['sampled']:.3f} | "
               f"{seconds['gathered'] / seconds['sampled']:.1f}x | {difference:.1e} |")

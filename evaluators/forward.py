@@ -111,7 +111,7 @@ def estimated(hidden: torch.Tensor, head: nn.Linear, tokens: torch.Tensor, ids: 
 def head_logits_at(rows: torch.Tensor, weight: torch.Tensor, ids: torch.Tensor, chunk: int) -> torch.Tensor:
     """``rows[n] . weight[ids[n, j]]`` [n, k] for ids distinct within each row, in float32.
 
-    On a CPU with a float32 head, one sampled dense-dense product over the (row, id) pattern: 6x faster there than
+    On a CPU with a float32 head, one sampled dense-dense product over the (row, id) pattern: 16x faster there than
     gathering k head rows per token, which copies k x hidden floats per token (``benchmarks/RESULTS.md``). Elsewhere
     (a GPU, a half-precision head, which ``sampled_addmm`` does not take) the rows are gathered in chunks.
     """
