@@ -103,12 +103,13 @@ def studies(sublayer: bool) -> dict[str, list[tuple[str, dict, bool]]]:
     on_gemma = {"model": "gemma3-270m", "evaluation": {**SEEDED["evaluation"], "tail_samples": 2048},
                 "run": {**COMMON["run"], "batch_size": 2}}  # exact reports: 2 x 512 x 262,144 float32 logits a batch
     product = {**SEEDED["strategy"], "prescreen": 1}  # the product's default, not the SmolLM2 depth families' 4
-    gemma3 = [("quality-gemma3-depth4-seeded", {
-        "space": {"kind": "depth", "granularity": "block", "drop": 4},
-        "baselines": [{"method": "finercut", "samples": 4}], **on_gemma, "strategy": product}, True),
-              ("quality-gemma3-sparsity50-seeded", {
-                  "space": {"kind": "sparsity", "sparsity": 0.5, "builder": "wanda", "levels": 8, **LEVELS},
-                  **on_gemma, "strategy": {**product, "seeds": {"random": 8}}}, True)]
+    gemma3 = [
+        ("quality-gemma3-depth4-seeded", {"space": {"kind": "depth", "granularity": "block", "drop": 4},
+                                          "baselines": [{"method": "finercut", "samples": 4}],
+                                          **on_gemma, "strategy": product}, True),
+        ("quality-gemma3-sparsity50-seeded", {
+            "space": {"kind": "sparsity", "sparsity": 0.5, "builder": "wanda", "levels": 8, **LEVELS},
+            **on_gemma, "strategy": {**product, "seeds": {"random": 8}}}, True)]
     return {"depth": depth, "warm": warm, "sparsity": sparsity, "quant": quant, "seeded": seeded,
             "seeded-sparsity": seeded_sparsity, "seeded-quant": seeded_quant, "seeded-sublayer": seeded_sublayer,
             "legacy": legacy, "seeded-width": seeded_width, "seeded-long": seeded_long,
