@@ -120,8 +120,7 @@ def run_job(
     # Data first: its errors come fast, and in a job submitted to a Ray cluster `datasets` failed with
     # "[Errno 2] No such file or directory" when it loaded after ray.init (tests/test_cluster.py).
     documents = load_documents(job.data, heldout_fraction=job.evaluation.heldout_fraction)
-    other = job.evaluation.heldout_data
-    confirmation = None if other is None else load_documents(other, job.evaluation.heldout_fraction)
+    confirmation = confirmation_documents(job)
     if executor == "ray":
         connect_ray(address)  # an unreachable cluster fails here, before minutes of model loading
     elif address:
@@ -156,6 +155,12 @@ def run_job(
                        candidates={label: store.candidate_id(study_id, genome) for label, genome in genomes.items()},
                        evaluated=controller.evaluated, reused=controller.reused,
                        baselines=frozenset(label for run in baselines.values() for label in run), reports=reports)
+
+
+def confirmation_documents(job: JobSpec) -> Documents | None:
+    """The text that confirms final genomes (``evaluation.heldout_data``), split as ``data`` is; None without it."""
+    other = job.evaluation.heldout_data
+    return None if other is None else load_documents(other, job.evaluation.heldout_fraction)
 
 
 def check_fits(job: JobSpec, config) -> None:

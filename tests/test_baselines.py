@@ -266,7 +266,8 @@ def test_every_study_counts_the_tokens_it_forwarded(tiny_model, text_files, tmp_
     assert f"{tokens['total']:,} tokens forwarded" in capsys.readouterr().out
 
 
-def test_final_genomes_are_confirmed_on_another_text_at_another_length(tiny_model, text_files, tmp_path, capsys):
+def test_final_genomes_are_confirmed_on_another_text_at_another_length(tiny_model, text_files, tmp_path, capsys,
+                                                                       caplog):
     other = tmp_path / "other.jsonl"
     other.write_text("".join(json.dumps({"body": doc}) + "\n" for doc in synthetic_documents(6, 300, seed=9)))
     job = job_yaml(tiny_model, text_files, **{"evaluation.heldout_data": {"path": "json", "data_files": "other.jsonl",
@@ -285,6 +286,9 @@ def test_final_genomes_are_confirmed_on_another_text_at_another_length(tiny_mode
         frame = view.candidates("tiny")
     reported = frame[frame["kl"].notna()]
     assert reported["confirmation_kl"].notna().all() and (reported["confirmation_kl"] != reported["kl"]).any()
+    with caplog.at_level("INFO", logger="paretopress.inputs.pools"):  # the export reads the run's cached pools
+        assert main(["export", "tiny", "--db", str(db), "--candidate", "best", "--out", str(tmp_path / "out")]) == 0
+    assert not [m for m in caplog.messages if "computing the dense model's outputs" in m]
 
 
 def test_finercut_says_what_it_will_cost_before_it_starts(tiny_model, caplog):

@@ -21,7 +21,7 @@ from paretopress.job import JobSpec
 from paretopress.kernel.errors import UserError
 from paretopress.report.formats import FORMATS
 from paretopress.report.front import best_candidate
-from paretopress.run import build_space
+from paretopress.run import build_space, confirmation_documents
 from paretopress.search.controller import REPORT_EVALUATORS
 from paretopress.spaces.genome import Genome
 from paretopress.store.store import Store
@@ -66,7 +66,8 @@ def export_candidate(db_path: str | Path, study_ref: str, candidate_ref: str, ou
     job = JobSpec.from_stored(study.name, study.spec)
     documents = load_documents(job.data, heldout_fraction=job.evaluation.heldout_fraction)
     model = load_model(job.model)
-    pools = prepare_pools(model, job.model, documents, job.evaluation, job.run.batch_size)
+    # the study's own pools, the confirmation pool among them, so the run's cached teacher outputs are reused
+    pools = prepare_pools(model, job.model, documents, job.evaluation, job.run.batch_size, confirmation_documents(job))
     space = build_space(job, model, documents)
     genome = Genome.from_json(candidate.genome)
     cost = space.cost(genome)
