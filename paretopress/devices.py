@@ -1,9 +1,8 @@
 """Where the workers compute: ``run.device`` resolved against what the machine (or the Ray cluster) has.
 
 The workers hold the model, the sample pools, the teacher's outputs and the level weights they apply on their
-device. With workers on GPUs, the controller computes the teacher's outputs and the level databases' calibration
-statistics (its forward passes) on this machine's GPU where it has one; the level builders, working unit by unit,
-and the baselines run on its CPU.
+device. With workers on GPUs, the controller computes the teacher's outputs and the level databases (calibration
+statistics and builders) on this machine's GPU where it has one; the baselines run on its CPU.
 """
 
 from __future__ import annotations

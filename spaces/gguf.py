@@ -105,8 +105,9 @@ class GgufSpace(LinearSpace):
                 "levels": {unit: list(names) for unit, names in zip(self.units, self.types, strict=True)}}
 
     def build_unit(self, index: int, weight: torch.Tensor, xtx: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        array = weight.numpy()
-        importance = torch.diagonal(xtx).float().numpy() if self.builder == "imatrix" else None
+        """gguf's numpy quantizers, on the CPU."""
+        array = weight.cpu().numpy()
+        importance = torch.diagonal(xtx).float().cpu().numpy() if self.builder == "imatrix" else None
         return {f"{self.units[index]}.{name}": torch.from_numpy(TYPES[name].quantize(array, importance))
                 for name in self.types[index] if name not in FLOAT_TYPES}
 

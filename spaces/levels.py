@@ -1,9 +1,9 @@
 """Numeric primitives that turn one linear layer's weight [rows, cols] into compression levels.
 
-Pure functions on tensors, no I/O. ``xtx`` is the calibration statistic X^T X [cols, cols] of the layer's inputs
-(X: [tokens, cols]); Wanda uses its diagonal (||X_j||^2), SparseGPT and GPTQ its damped inverse (the OBS Hessian).
-Levels of one call are computed together, batched along a leading dimension, so one pass over the columns serves
-every level.
+Pure functions on tensors, no I/O, computed on their inputs' device (a GPU's or the CPU). ``xtx`` is the
+calibration statistic X^T X [cols, cols] of the layer's inputs (X: [tokens, cols]); Wanda uses its diagonal
+(||X_j||^2), SparseGPT and GPTQ its damped inverse (the OBS Hessian). Levels of one call are computed together,
+batched along a leading dimension, so one pass over the columns serves every level.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def removal_levels(position: torch.Tensor, removed: list[int]) -> torch.Tensor:
     Level ``l`` removes the weights at positions ``< removed[l]`` (``removed`` is increasing), so one byte per weight
     stores every nested mask at once: the order cut at the level boundaries.
     """
-    bounds = torch.tensor(removed, dtype=torch.long)
+    bounds = torch.tensor(removed, dtype=torch.long, device=position.device)
     level = torch.searchsorted(bounds, position.reshape(-1), right=True).reshape(position.shape)
     return torch.where(level >= len(removed), NEVER, level).to(torch.uint8)
 
@@ -33,7 +33,7 @@ def magnitude_positions(weight: torch.Tensor) -> torch.Tensor:
     """Position of every weight in the layer-wide order of increasing |W|."""
     order = torch.argsort(weight.abs().reshape(-1), stable=True)
     position = torch.empty_like(order)
-    position[order] = torch.arange(order.numel())
+    position[order] = torch.arange(order.numel(), device=order.device)
     return position.reshape(weight.shape)
 
 
@@ -46,8 +46,8 @@ def wanda_positions(weight: torch.Tensor, xtx: torch.Tensor) -> torch.Tensor:
     score = weight.abs() * xtx.diagonal().clamp(min=0).sqrt()[None, :]
     order = torch.argsort(score, dim=1, stable=True)
     rank = torch.empty_like(order)
-    rank.scatter_(1, order, torch.arange(weight.shape[1]).expand_as(order).contiguous())
-    return rank * weight.shape[0] + torch.arange(weight.shape[0])[:, None]
+    rank.scatter_(1, order, torch.arange(weight.shape[1], device=order.device).expand_as(order).contiguous())
+    return rank * weight.shape[0] + torch.arange(weight.shape[0], device=order.device)[:, None]
 
 
 def inverse_hessian(weight: torch.Tensor, xtx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,7 +57,7 @@ def inverse_hessian(weight: torch.Tensor, xtx: torch.Tensor) -> tuple[torch.Tens
     h[dead, dead] = 1
     weight = weight.clone()
     weight[..., dead] = 0
-    h += DAMP * h.diagonal().mean() * torch.eye(h.shape[0], dtype=h.dtype)
+    h += DAMP * h.diagonal().mean() * torch.eye(h.shape[0], dtype=h.dtype, device=h.device)
     return torch.cholesky_inverse(torch.linalg.cholesky(h)), weight
 
 
@@ -151,17 +151,22 @@ class QuantizedWeight:
 class Quantized:
     """Integer codes [levels, rows, cols], float16 scales and integer zero points [levels, rows, groups]."""
 
-    def __init__(self, levels: int, rows: int, cols: int, group_size: int) -> None:
+    def __init__(self, levels: int, rows: int, cols: int, group_size: int, device: torch.device) -> None:
         groups = -(-cols // group_size)
-        self.codes = torch.zeros(levels, rows, cols, dtype=torch.uint8)
-        self.scale = torch.zeros(levels, rows, groups, dtype=torch.float16)
-        self.zero = torch.zeros(levels, rows, groups, dtype=torch.uint8)
+        self.codes = torch.zeros(levels, rows, cols, dtype=torch.uint8, device=device)
+        self.scale = torch.zeros(levels, rows, groups, dtype=torch.float16, device=device)
+        self.zero = torch.zeros(levels, rows, groups, dtype=torch.uint8, device=device)
+
+
+def _max_codes(bits: list[int], device: torch.device) -> torch.Tensor:
+    """The largest code of each bit-width [levels, 1]."""
+    return torch.tensor([2**b - 1 for b in bits], dtype=torch.float32, device=device)[:, None]
 
 
 def rtn(weight: torch.Tensor, bits: list[int], group_size: int, symmetric: bool = False) -> Quantized:
     """Round-to-nearest group-wise quantization at every bit-width at once."""
-    maxq = torch.tensor([2**b - 1 for b in bits], dtype=torch.float32)[:, None]
-    out = Quantized(len(bits), *weight.shape, group_size)
+    maxq = _max_codes(bits, weight.device)
+    out = Quantized(len(bits), *weight.shape, group_size, weight.device)
     for g, start in enumerate(range(0, weight.shape[1], group_size)):
         group = weight[None, :, start : start + group_size].float()
         scale, zero = _group_params(group.expand(len(bits), -1, -1), maxq, symmetric)
@@ -178,10 +183,10 @@ def gptq(weight: torch.Tensor, xtx: torch.Tensor, bits: list[int], group_size: i
     weights of the group, as in the reference implementation without activation order.
     """
     factor, weight = _inverse_hessian_factor(weight, xtx)
-    maxq = torch.tensor([2**b - 1 for b in bits], dtype=torch.float32)[:, None]
+    maxq = _max_codes(bits, weight.device)
     rows, cols = weight.shape
     work = weight.float().expand(len(bits), rows, cols).clone()
-    out = Quantized(len(bits), rows, cols, group_size)
+    out = Quantized(len(bits), rows, cols, group_size, weight.device)
     scale = zero = None
     for i1 in range(0, cols, BLOCK):
         i2 = min(i1 + BLOCK, cols)
@@ -209,13 +214,13 @@ def gptq(weight: torch.Tensor, xtx: torch.Tensor, bits: list[int], group_size: i
 def dequantize(codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, group_size: int) -> torch.Tensor:
     """float32 weights [rows, cols] from codes [rows, cols] and per-group scale / zero [rows, groups]."""
     cols = codes.shape[-1]
-    expand = torch.arange(cols) // group_size
+    expand = torch.arange(cols, device=codes.device) // group_size
     return (codes.float() - zero.float()[:, expand]) * scale.float()[:, expand]
 
 
 def pack_bits(codes: torch.Tensor, bits: int) -> torch.Tensor:
-    """Pack uint8 codes < 2**bits into a flat uint8 tensor of ceil(n * bits / 8) bytes."""
-    flat = codes.reshape(-1).numpy()
+    """Pack uint8 codes < 2**bits into a flat uint8 tensor of ceil(n * bits / 8) bytes, on the CPU."""
+    flat = codes.reshape(-1).cpu().numpy()
     planes = np.unpackbits(flat[:, None], axis=1)[:, 8 - bits :]
     return torch.from_numpy(np.packbits(planes.reshape(-1)))
 

@@ -103,8 +103,8 @@ class LinearSpace(Space):
         return tuple(group[0] for group in self.members)
 
     def unit_levels(self, model: nn.Module, index: int, xtx: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        """Built on the CPU, wherever the model is."""
-        return self.build_unit(index, self.dense_weight(model, index).detach().float().cpu(), xtx)
+        """Built where the model is (``xtx`` is there too)."""
+        return self.build_unit(index, self.dense_weight(model, index).detach().float(), xtx)
 
     def dense_weight(self, model: nn.Module, index: int) -> torch.Tensor:
         """The unit's weight as stored by the model; members of a tied unit stacked by rows (a copy only then)."""

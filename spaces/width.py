@@ -223,19 +223,19 @@ class WidthSpace(Space):
 
     def unit_levels(self, model: nn.Module, index: int, xtx: torch.Tensor | None) -> dict[str, torch.Tensor]:
         """Keep order, input-projection rows in keep order, and the output projection at every partial level; built
-        on the CPU, wherever the model is."""
+        where the model is (``xtx`` is there too)."""
         part, unit = self.part(index), self.units[index]
         module = model.get_submodule(unit)
-        weight = getattr(module, part.output).weight.detach().float().cpu()
+        weight = getattr(module, part.output).weight.detach().float()
         kept = list(self.kept[index])
         pruned = (structured_obs(weight, xtx, part.size, kept) if self.builder == "obs"
                   else magnitude(weight, part.size, kept))
-        stored = {f"{unit}.keep": torch.tensor(pruned.keep)}
+        stored = {f"{unit}.keep": torch.tensor(pruned.keep, device=weight.device)}
         for name, rows in part.inputs:
-            linear, order = getattr(module, name), columns(pruned.keep, rows)
-            stored[f"{unit}.{name}.weight"] = linear.weight.detach().cpu()[order].contiguous()
+            linear, order = getattr(module, name), columns(pruned.keep, rows, weight.device)
+            stored[f"{unit}.{name}.weight"] = linear.weight.detach()[order].contiguous()
             if linear.bias is not None:
-                stored[f"{unit}.{name}.bias"] = linear.bias.detach().cpu()[order].contiguous()
+                stored[f"{unit}.{name}.bias"] = linear.bias.detach()[order].contiguous()
         for level, k in enumerate(kept):
             if 0 < k < part.count:
                 stored[f"{unit}.{part.output}.{level}"] = pruned.weights[k]

@@ -6,11 +6,17 @@ on the CPU, and ``cuda`` is refused in one line before any work.
 
 import pytest
 import torch
+from transformers import AutoModelForCausalLM
 
 from paretopress.devices import controller_device, resolve_device
+from paretopress.evaluators.calibration import calibration_xtx
 from paretopress.job import JobSpec
 from paretopress.kernel.errors import UserError
 from paretopress.run import run_job
+from paretopress.spaces.gguf import GgufSpace
+from paretopress.spaces.quant import QuantSpace
+from paretopress.spaces.sparsity import SparsitySpace
+from paretopress.spaces.width import WidthSpace
 from tests.support import job_yaml, refused
 
 pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without a GPU")
@@ -65,3 +71,34 @@ def test_a_half_precision_study_resumed_where_auto_means_float32_is_refused(tiny
     in one line naming the dtype, the store unchanged (pin ``evaluation.dtype`` to move a study between devices)."""
     refused(job_yaml(tiny_model, text_files, **{"evaluation.dtype": "bfloat16"}), job_yaml(tiny_model, text_files),
             "evaluation.dtype: \"bfloat16\" -> the default", tmp_path, capsys)
+
+
+BUILDERS = {
+    "sparsity wanda": lambda model: SparsitySpace(model, 0.5, "wanda", 2),
+    "sparsity magnitude": lambda model: SparsitySpace(model, 0.5, "magnitude", 2),
+    "sparsity sparsegpt": lambda model: SparsitySpace(model, 0.5, "sparsegpt", 2),
+    "quant gptq": lambda model: QuantSpace(model, 3.0, [2, 3, 4], "gptq", 32),
+    "quant rtn symmetric": lambda model: QuantSpace(model, 3.0, [2, 4], "rtn", 32, symmetric=True),
+    "width obs": lambda model: WidthSpace(model, [1.0, 0.5, 0.0], [1.0, 0.5, 0.25, 0.0], "obs"),
+    "width magnitude": lambda model: WidthSpace(model, [1.0, 0.5, 0.0], [1.0, 0.5, 0.0], "magnitude"),
+    "gguf imatrix": lambda model: GgufSpace(model, 5.0, ["Q8_0", "Q5_0", "Q4_0"], builder="imatrix"),
+}
+
+
+@pytest.mark.parametrize("name", list(BUILDERS))
+def test_level_builders_compute_where_their_inputs_are(name, tiny_model):
+    """Every tensor a level builder makes is on its inputs' device (a GPU's, with the model there), found without a
+    GPU: with ``meta`` as the default device, a tensor made without naming its device is a meta tensor, and meeting
+    the CPU inputs it fails or changes what is stored. So each unit's levels built that way equal the plain build."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
+    space = BUILDERS[name](model)
+    inputs = space.calibration_inputs()
+    tokens = torch.randint(0, model.config.vocab_size, (4, 32), generator=torch.Generator().manual_seed(0))
+    statistics = calibration_xtx(model, inputs, tokens, batch_size=2)
+    for index, unit in enumerate(inputs):
+        plain = space.unit_levels(model, index, statistics[unit])
+        with torch.device("meta"):
+            defaulted = space.unit_levels(model, index, statistics[unit])
+        assert plain.keys() == defaulted.keys()
+        for key, tensor in plain.items():
+            assert defaulted[key].device.type == "cpu" and torch.equal(defaulted[key], tensor), key

@@ -84,15 +84,15 @@ def build_levels(space: LevelSource, model: nn.Module, tokens: torch.Tensor | No
                  batch_size: int) -> dict[str, torch.Tensor]:
     """Every unit's stored tensors, computed layer by layer with a progress bar on stderr.
 
-    The calibration statistics come from forward passes where the model is (a GPU, when the job's workers have one);
-    the builders then work unit by unit on the CPU, with the statistics and CPU copies of the unit's weights.
+    The calibration statistics come from forward passes where the model is (a GPU, when the job's workers have one),
+    and the builders work unit by unit there too; what they store comes back to the CPU for the file.
     """
     inputs = space.calibration_inputs()
     statistics = calibration_xtx(model, inputs, tokens, batch_size) if tokens is not None else {}
     tensors: dict[str, torch.Tensor] = {}
     for index, name in enumerate(tqdm(inputs, desc=f"{space.builder} levels", unit="unit")):
-        xtx = statistics.pop(name, None)
-        tensors.update(space.unit_levels(model, index, None if xtx is None else xtx.cpu()))
+        stored = space.unit_levels(model, index, statistics.pop(name, None))
+        tensors.update({key: tensor.cpu() for key, tensor in stored.items()})
     return tensors
 
 
