@@ -35,6 +35,7 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
+from paretopress.evaluators.forward import model_device
 from paretopress.inputs.models import load_model, model_fingerprint
 from paretopress.kernel.errors import UserError
 from paretopress.spaces.budget import TimeTable
@@ -163,7 +164,8 @@ def measure(model: nn.Module, space: WidthSpace, whole: Key, setting: Setting, r
     """Seconds of the dense model (under ``whole``) and of every sub-layer width of the space, timed in place."""
     with _threads(setting.threads), torch.inference_mode():
         dtype = DTYPES[setting.dtype]
-        target = model if (setting.device, dtype) == ("cpu", model.dtype) else copy.deepcopy(model).to(
+        same = (setting.device, dtype) == (model_device(model).type, model.dtype)
+        target = model if same else copy.deepcopy(model).to(
             setting.device, dtype)
         tokens = torch.randint(0, model.config.vocab_size, (setting.batch, setting.seq),
                                generator=torch.Generator().manual_seed(0)).to(setting.device)

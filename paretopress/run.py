@@ -11,7 +11,7 @@ import psutil
 from torch import nn
 
 from paretopress.cluster import connect_ray
-from paretopress.devices import controller_device, resolve_device
+from paretopress.devices import controller_device, release_device_memory, resolve_device
 from paretopress.evaluators.forward import head_problem
 from paretopress.evaluators.samples import CALIBRATION, CONFIRMATION, SampleSet
 from paretopress.inputs.data import Documents, load_documents
@@ -131,10 +131,9 @@ def run_job(
     check_fits(job, model.config)
     if job.evaluation.tail_samples is not None and (problem := head_problem(model)):
         raise UserError(f"evaluation.tail_samples: {job.model} cannot be estimated that way: {problem}")
-    model.to(controller_device(device))  # the teacher's outputs and the level databases' statistics
+    model.to(controller_device(device))  # the teacher's outputs, the level databases and the baselines
     space = build_space(job, model, documents)
     pools = prepare_pools(model, job.model, documents, job.evaluation, job.run.batch_size, confirmation)
-    model.to("cpu")  # baselines and latency tables
     with Store(db_path) as store:
         space = job.space.budgeted(space, JobInputs(job, model, documents, store))  # speedups: the latency table
         study_id, resumed = store.open_study(job.name, job.study_spec(), job.seed, space.describe(), takeover)
@@ -143,6 +142,7 @@ def run_job(
                 baselines = run_baselines(job.all_baselines, job.space.budget_spaces(space), store, study_id, model,
                                           pools[CALIBRATION].tokens, job.run.batch_size)
                 del model  # the workers load their own copy
+                release_device_memory()
                 genomes, metrics, confirmed, controller, reports = _search(
                     job, store, study_id, space, pools, baselines, search, executor, device, on_progress,
                     wrap_executor)

@@ -125,7 +125,8 @@ class LinearSpace(Space):
         return self.calibration_inputs()
 
     def reconstruction_errors(self, model: nn.Module, hessians: dict[str, torch.Tensor]) -> list[list[float]]:
-        """tr(dW H dW^T) / tr(W H W^T) of every unit at every level, H = X^T X of the unit's input."""
+        """tr(dW H dW^T) / tr(W H W^T) of every unit at every level, H = X^T X of the unit's input; computed where the
+        model is, from levels assembled on the CPU, where their databases are."""
         table = []
         for index, group in enumerate(self.members):
             h = hessians[group[0]].double()
@@ -133,7 +134,8 @@ class LinearSpace(Space):
             energy = float(((dense.double() @ h) * dense.double()).sum())
             row = []
             for level in range(self.num_levels[index]):
-                delta = self.level_weight(index, level, dense.clone()).double() - dense.double()
+                weight = self.level_weight(index, level, dense.cpu().clone()).to(dense.device)
+                delta = weight.double() - dense.double()
                 row.append(float(((delta @ h) * delta).sum()) / energy)
             table.append(row)
         return table

@@ -12,12 +12,14 @@ from paretopress.devices import controller_device, resolve_device
 from paretopress.evaluators.calibration import calibration_xtx
 from paretopress.job import JobSpec
 from paretopress.kernel.errors import UserError
-from paretopress.run import run_job
+from paretopress.run import build_space, run_job
+from paretopress.search.baselines.base import Calibration
+from paretopress.spaces.depth import DepthSpace
 from paretopress.spaces.gguf import GgufSpace
 from paretopress.spaces.quant import QuantSpace
 from paretopress.spaces.sparsity import SparsitySpace
 from paretopress.spaces.width import WidthSpace
-from tests.support import job_yaml, refused
+from tests.support import QUANT, SPARSITY, baseline, job_yaml, refused
 
 pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without a GPU")
 
@@ -102,3 +104,22 @@ def test_level_builders_compute_where_their_inputs_are(name, tiny_model):
         assert plain.keys() == defaulted.keys()
         for key, tensor in plain.items():
             assert defaulted[key].device.type == "cpu" and torch.equal(defaulted[key], tensor), key
+
+
+LINEAR_SPACES = {"sparsity": SPARSITY, "quant": QUANT}
+DEPTH_BASELINES = ["shortgpt", "angular", "finercut", "spdy"]
+LINEAR_BASELINES = [("sparsity", "uniform"), ("sparsity", "owl"), ("sparsity", "spdy"), ("quant", "spdy")]
+
+
+@pytest.mark.parametrize("kind, method", [*(("depth", m) for m in DEPTH_BASELINES), *LINEAR_BASELINES])
+def test_baselines_compute_where_the_model_is(kind, method, tiny_model, text_files):
+    """A baseline's passes and statistics are on the model's device (the controller's GPU, with the model there),
+    found as the builders' are: with ``meta`` as the default device, the same genomes as the plain run."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
+    space = (DepthSpace(model, "block", 2) if kind == "depth" else
+             build_space(JobSpec.model_validate(job_yaml(tiny_model, text_files, space=LINEAR_SPACES[kind])), model))
+    tokens = torch.randint(0, model.config.vocab_size, (4, 24), generator=torch.Generator().manual_seed(0))
+    plain = baseline(method).propose([space], Calibration(model, tokens, batch_size=2))
+    with torch.device("meta"):
+        defaulted = baseline(method).propose([space], Calibration(model, tokens, batch_size=2))
+    assert defaulted == plain

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from paretopress.evaluators.calibration import calibration_xtx
+from paretopress.evaluators.forward import model_device
 from paretopress.spaces.base import Space
 from paretopress.spaces.genome import Genome
 
@@ -30,10 +31,11 @@ class Calibration:
     _dense: list[torch.Tensor] | None = field(default=None, repr=False)
 
     def batches(self) -> Iterator[torch.Tensor]:
-        """One (counted) pass over the calibration tokens, batch by batch."""
+        """One (counted) pass over the calibration tokens, batch by batch, on the model's device."""
         self.passes += 1
+        device = model_device(self.model)
         for start in range(0, self.tokens.shape[0], self.batch_size):
-            yield self.tokens[start:start + self.batch_size]
+            yield self.tokens[start:start + self.batch_size].to(device)
 
     def run(self, model: nn.Module) -> Iterator[torch.Tensor]:
         """Next-token log-probabilities [batch, seq, vocab] of ``model`` over one pass."""

@@ -65,7 +65,7 @@ def outlier_ratio(scores: list[torch.Tensor], m: float) -> float:
 
 def layer_sparsity(ratios: list[float], sparsity: float, lam: float) -> list[float]:
     """OWL's per-block sparsity: ratios rescaled to [0, 2 * lam], centred, so the mean sparsity stays ``sparsity``."""
-    ratio = torch.tensor(ratios, dtype=torch.float64)
+    ratio = torch.tensor(ratios, dtype=torch.float64, device="cpu")  # a few numbers, wherever the model is
     spread = ratio.max() - ratio.min()
     scaled = (ratio - ratio.min()) / spread * 2 * lam if spread > 0 else torch.zeros_like(ratio)
     return [float(sparsity - d) for d in scaled - scaled.mean()]
