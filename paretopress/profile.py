@@ -165,8 +165,7 @@ def measure(model: nn.Module, space: WidthSpace, whole: Key, setting: Setting, r
     with _threads(setting.threads), torch.inference_mode():
         dtype = DTYPES[setting.dtype]
         same = (setting.device, dtype) == (model_device(model).type, model.dtype)
-        target = model if same else copy.deepcopy(model).to(
-            setting.device, dtype)
+        target = model if same else copy.deepcopy(model).to(setting.device, dtype)
         tokens = torch.randint(0, model.config.vocab_size, (setting.batch, setting.seq),
                                generator=torch.Generator().manual_seed(0)).to(setting.device)
 
