@@ -1,7 +1,8 @@
 """``run.device``: workers on the CPU (every test here) or on CUDA where the machine or the Ray cluster has a GPU.
 
 These machines have none, so the CUDA path itself is not run; what a user without one meets is: ``auto`` computes
-on the CPU, and ``cuda`` is refused in one line before any work.
+on the CPU, and ``cuda`` is refused in one line before any work. What the controller computes on its GPU with cuda
+workers (level databases, baselines) is checked here to make every tensor where its inputs are.
 """
 
 import pytest
