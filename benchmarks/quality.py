@@ -14,7 +14,11 @@ same at 70% sparsity (Wanda levels), seeded with the sparsity baselines (uniform
 average bits (GPTQ levels, widths 2-6), seeded with uniform and SPDY; ``seeded-sublayer``: 12 of 60 attention / MLP
 sub-layers, seeded with ShortGPT, SPDY and FinerCut on sub-layers (2 samples: 654 passes; angular drops whole blocks).
 ``legacy``: the first EvoPress (12 x 8 from one random start, 128-token samples) at depth 9 of 30 and 70% sparsity,
-confirmed on the same news articles at 512 tokens as the seeded families, for quality at equal tokens.
+confirmed on the same news articles at 512 tokens as the seeded families, for quality at equal tokens. ``tokens``:
+the seeded search at the ``legacy`` settings with as many generations as fit in a quarter of what the legacy search
+spent finding its genome (its search's candidate tokens and the teacher's over the calibration pool: 131,072 tokens)
+and in all of it, at depth 9 of 30 (quarter: ShortGPT and angular, 1 generation; all: with SPDY, 8) and 70% sparsity
+(uniform, OWL, SPDY; 1 and 11 generations), no random seeds, no pre-screening.
 ``seeded-width``: the width space at 1.5x end to end (`examples/smollm2-speedup.yaml`'s grid and latency table,
 structured-OBS levels), seeded with the uniform width genome, SPDY and 8 random genomes. ``seeded-long``: depth 9 of
 30 with 32 generations instead of 8, the rest as ``seeded``. ``gemma3``: the real Gemma 3 270M (18 blocks, 262,144-token
@@ -32,6 +36,7 @@ import argparse
 import logging
 import time
 
+from paretopress.commands import ProgressLine
 from paretopress.inputs.models import quiet_transformers
 from paretopress.job import JobSpec
 from paretopress.report.tokens import study_tokens
@@ -51,7 +56,7 @@ COMMON = {"model": "smollm2-135m", "data": "wiki-sample", "seed": 0,
           "run": {"workers": 2, "threads_per_worker": 1, "batch_size": 8}}
 LEVELS = {"calibration_samples": 32}
 FAMILIES = ["depth", "warm", "sparsity", "quant", "seeded", "seeded-sparsity", "seeded-quant", "seeded-sublayer",
-            "legacy", "seeded-width", "seeded-long", "gemma3"]
+            "legacy", "tokens", "seeded-width", "seeded-long", "gemma3"]
 WIDTH = {"kind": "width", "speedup": 1.5, "channels": [1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125, 0.0],
          "multiple": 8, "builder": "obs", "calibration_samples": 32,
          "latency": {"device": "cpu", "batch": 1, "seq": 128, "threads": 1, "repeats": 30}}
@@ -94,6 +99,14 @@ def studies(sublayer: bool) -> dict[str, list[tuple[str, dict, bool]]]:
     legacy = [("quality-depth9-legacy", {"space": {"kind": "depth", "granularity": "block", "drop": 9},
                                           **confirmed}, True),
               ("quality-sparsity70-legacy", {"space": sparsity70, **confirmed}, True)]
+    depth9 = {"kind": "depth", "granularity": "block", "drop": 9}
+    tokens = [(f"quality-{space}-tokens-{share}", {"space": settings, **confirmed, "strategy": {
+        **EVOPRESS, "generations": generations, "seeds": {"baselines": seeds, "random": 0}}}, True)
+              for space, settings, share, generations, seeds in (
+                  ("depth9", depth9, "quarter", 1, ["shortgpt", "angular"]),
+                  ("depth9", depth9, "all", 8, ["shortgpt", "angular", "spdy"]),
+                  ("sparsity70", sparsity70, "quarter", 1, None),
+                  ("sparsity70", sparsity70, "all", 11, None))]
     seeded_width = [("quality-width15-seeded", {
         "space": WIDTH, **SEEDED, "strategy": {**SEEDED["strategy"], "seeds": {"random": 8}}}, True)]  # spdy
     seeded_long = [("quality-depth9-seeded-long", {
@@ -112,7 +125,7 @@ def studies(sublayer: bool) -> dict[str, list[tuple[str, dict, bool]]]:
             **on_gemma, "strategy": {**product, "seeds": {"random": 8}}}, True)]
     return {"depth": depth, "warm": warm, "sparsity": sparsity, "quant": quant, "seeded": seeded,
             "seeded-sparsity": seeded_sparsity, "seeded-quant": seeded_quant, "seeded-sublayer": seeded_sublayer,
-            "legacy": legacy, "seeded-width": seeded_width, "seeded-long": seeded_long,
+            "legacy": legacy, "tokens": tokens, "seeded-width": seeded_width, "seeded-long": seeded_long,
             "gemma3": gemma3}
 
 
@@ -159,11 +172,15 @@ def main() -> None:
             job = JobSpec.model_validate({"name": name, **COMMON, **settings, "strategy": strategy})
             kind = job.space.kind
             start = time.perf_counter()
-            outcome = run_job(job, args.db, search=search)
+            progress = ProgressLine()  # a generation's line on stderr: long searches show they are alive
+            outcome = run_job(job, args.db, search=search, on_progress=progress)
+            progress.close()
             with Store(args.db, readonly=True) as store:
                 table += rows(name, outcome, kind, time.perf_counter() - start, store)
                 tokens = study_tokens(store, store.study(name))
-            print(f"{name}: done in {time.perf_counter() - start:.0f} s; {tokens}", flush=True)
+            finding = tokens.search + tokens.baselines + job.evaluation.calibration_samples * job.evaluation.seq_len
+            print(f"{name}: done in {time.perf_counter() - start:.0f} s; {tokens}; {finding:,} to find its genomes "
+                  "(search, baselines, teacher on the calibration pool)", flush=True)
             for label, report in outcome.reports.items():
                 print("\n".join(f"{name} {label}: {line}" for line in report.lines()), flush=True)
     print("| study | genome | exact budget | params | held-out KL | held-out ppl | other-domain KL | other-domain ppl "

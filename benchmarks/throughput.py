@@ -14,7 +14,9 @@ Then the search's real access pattern (``--stages``): one EvoPress generation at
 of one parent on 512 tokens, then 2 survivors and the parent on 2,048 fresh tokens, scored by KL. Candidate tokens
 per second (each candidate's tokens counted once) for a plain dense forward over the same tokens, the candidates
 one by one, and each stage as one job sharing prefixes (``search/stage.py``); for the depth and sparsity spaces of
-SmolLM2 and for depth on a random-initialised SmolLM2-shaped model with a 262,144-token vocabulary.
+SmolLM2 and for depth on a random-initialised SmolLM2-shaped model with a 262,144-token vocabulary. Where a stage's
+time goes: the decoder blocks it runs against those of the candidates one by one (what sharing saves), and the share
+of its CPU time that torch's profiler finds in matrix products (what no exact sharing of blocks can save).
 
 ``--head-only``: the sampled head's logits at the teacher's top-k ids and each next token (``tail_samples``) as
 gathered head rows against one sampled dense-dense product, on SmolLM2's real head and teacher ids.
@@ -34,6 +36,7 @@ from functools import partial
 
 import numpy as np
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 from paretopress.evaluators.forward import batched_logits, gathered_logits, sampled_product_logits
 from paretopress.evaluators.samples import CALIBRATION, HELDOUT, SampleSet
@@ -45,12 +48,14 @@ from paretopress.run import build_space
 from paretopress.search.operators import distinct_offspring
 from paretopress.search.strategies import Trial
 from paretopress.search.worker import Worker
+from paretopress.spaces.anatomy import read_anatomy
 from paretopress.spaces.base import Space
 from paretopress.spaces.depth import DepthSpace
 from paretopress.spaces.genome import Genome
 
 MODEL = "smollm2-135m"
 SURVIVORS = (2, 1)  # what each stage of the demo keeps
+PRODUCTS = ("aten::mm", "aten::addmm", "aten::bmm")  # the matrix products among the profiler's operators
 
 
 def median_seconds(paths: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
@@ -79,6 +84,32 @@ def exact_kl(model, space: DepthSpace, genome: Genome, tokens, dense_logprobs, b
             total += float((teacher.exp() * (teacher - logprobs)).sum(-1).double().sum())
             count += logprobs.shape[0] * logprobs.shape[1]
     return total / count
+
+
+def block_forwards(worker: Worker, jobs: list[list[Trial]]) -> int:
+    """Decoder blocks the worker runs to score ``jobs`` (counted by forward pre-hooks on the model's layers)."""
+    count = 0
+
+    def counted(*_) -> None:
+        nonlocal count
+        count += 1
+
+    handles = [layer.register_forward_pre_hook(counted) for layer in read_anatomy(worker.model).layers(worker.model)]
+    try:
+        for job in jobs:
+            worker.evaluate(job)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return count
+
+
+def product_share(run: Callable[[], object]) -> float:
+    """The share of ``run``'s CPU time that torch's profiler finds in matrix products."""
+    with profile(activities=[ProfilerActivity.CPU]) as profiled:
+        run()
+    events = profiled.key_averages()
+    return sum(e.self_cpu_time_total for e in events if e.key in PRODUCTS) / sum(e.self_cpu_time_total for e in events)
 
 
 def generation(space: Space, rng: np.random.Generator) -> list[list[Trial]]:
@@ -120,6 +151,12 @@ def stage_table(name: str, model, space: Space, tokens: torch.Tensor, args) -> N
     print(f"| {name} | stage vs one by one: largest relative difference "
           f"{max(abs(a - b) / abs(b) for a, b in zip(flat, alone, strict=True)):.1e}; kept streams at most "
           f"{exact.stage.branch_bytes / 2**20:.1f} MiB | | |")
+    one_by_one = block_forwards(exact, [[t] for t in trials])
+    shared = block_forwards(exact, stages)
+    share = product_share(lambda: [workers[f"float32, {sampled}"].evaluate(stage) for stage in stages])
+    print(f"| {name} | where the stage's time goes: {shared} block forwards against {one_by_one} one by one "
+          f"({1 - shared / one_by_one:.0%} shared); matrix products {share:.0%} of the CPU time with the sampled head "
+          "| | |")
     for settings in list(workers)[1:]:
         approx = [value for stage in kl[settings] for value in stage]
         error = max(abs(a - b) / abs(b) for a, b in zip(approx, flat, strict=True))

@@ -1,6 +1,8 @@
 """Sparsity and quant spaces on the tiny model: exact budgets, the level database, assembly by reference, export."""
 
+import copy
 import pickle
+from functools import partial
 
 import numpy as np
 import pytest
@@ -9,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import AutoModelForCausalLM
 
-from paretopress.inputs.levels import check_database
+from paretopress.inputs.data import load_documents
+from paretopress.inputs.levels import check_database, database_key
 from paretopress.job import JobSpec
 from paretopress.kernel.errors import UserError
 from paretopress.kernel.params import count_nonzero_parameters
@@ -173,6 +176,16 @@ def test_database_is_reused_and_a_damaged_one_rebuilt(model, tiny_model, text_fi
     assert "rebuilding" in caplog.text and check_database(path, key) is None
     with pytest.raises(RuntimeError, match="expected 'wrong'"):
         LevelDatabase(path, "wrong").tensor(f"{other.units[0]}.removal")
+
+
+def test_levels_built_on_another_device_have_their_own_key(model, tiny_model, text_files):
+    spec = job(tiny_model, text_files, {**SPARSITY, "builder": "magnitude", "levels": 2})
+    space = build_space(spec, model)
+    documents = load_documents(spec.data, heldout_fraction=spec.evaluation.heldout_fraction)
+    key = partial(database_key, space, model_spec=spec.model, documents=documents,
+                  samples=spec.space.calibration_samples, seq_len=spec.evaluation.seq_len)
+    assert key(model) == space.database.path.stem  # the key a CPU build is stored under
+    assert key(copy.deepcopy(model).to("meta")) != key(model)
 
 
 def test_reconstruction_beats_the_calibration_free_builders_on_correlated_inputs():

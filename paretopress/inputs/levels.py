@@ -42,13 +42,7 @@ def attach_database(space: LevelSource, model: nn.Module, model_spec: str, docum
 
     ``samples`` calibration samples of ``seq_len`` tokens feed the builders that need them.
     """
-    calibration = {"samples": samples, "seq_len": seq_len}
-    if space.needs_calibration and bos_prefix(load_tokenizer(model_spec)):
-        calibration["bos"] = True  # samples that start with BOS (keys without it stay as they were)
-    identity = {"format": FORMAT, "model": model_fingerprint(model_spec), "data": documents.fingerprint,
-                "calibration": calibration if space.needs_calibration else None, "units": space.units,
-                **space.identity()}
-    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
+    key = database_key(space, model, model_spec, documents, samples, seq_len)
     path = cache_dir("levels") / f"{key}.safetensors"
     with _locked(path):
         problem = check_database(path, key)
@@ -62,6 +56,22 @@ def attach_database(space: LevelSource, model: nn.Module, model_spec: str, docum
     database = LevelDatabase(path, key)
     space.attach(database)
     return database
+
+
+def database_key(space: LevelSource, model: nn.Module, model_spec: str, documents: Documents, samples: int,
+                 seq_len: int) -> str:
+    """The cache key of the space's levels: everything they depend on, the device that builds them included (a GPU's
+    arithmetic differs from a CPU's in the last bits, so a study keeps the levels of the device it was built on)."""
+    calibration = {"samples": samples, "seq_len": seq_len}
+    if space.needs_calibration and bos_prefix(load_tokenizer(model_spec)):
+        calibration["bos"] = True  # samples that start with BOS (keys without it stay as they were)
+    identity = {"format": FORMAT, "model": model_fingerprint(model_spec), "data": documents.fingerprint,
+                "calibration": calibration if space.needs_calibration else None, "units": space.units,
+                **space.identity()}
+    device = next(model.parameters()).device.type
+    if device != "cpu":
+        identity["device"] = device  # CPU keys stay as they were
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
 
 
 def check_database(path: Path, key: str) -> str | None:
