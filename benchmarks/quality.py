@@ -18,7 +18,8 @@ confirmed on the same news articles at 512 tokens as the seeded families, for qu
 the seeded search at the ``legacy`` settings with as many generations as fit in a quarter of what the legacy search
 spent finding its genome (its search's candidate tokens and the teacher's over the calibration pool: 131,072 tokens)
 and in all of it, at depth 9 of 30 (quarter: ShortGPT and angular, 1 generation; all: with SPDY, 8) and 70% sparsity
-(uniform, OWL, SPDY; 1 and 11 generations), no random seeds, no pre-screening.
+(uniform, OWL, SPDY; 1 and 11 generations), no random seeds, no pre-screening; and SPDY alone on 4 samples at depth
+9, the most of it a quarter pays for beside the teacher (no generation would fit).
 ``seeded-width``: the width space at 1.5x end to end (`examples/smollm2-speedup.yaml`'s grid and latency table,
 structured-OBS levels), seeded with the uniform width genome, SPDY and 8 random genomes. ``seeded-long``: depth 9 of
 30 with 32 generations instead of 8, the rest as ``seeded``. ``gemma3``: the real Gemma 3 270M (18 blocks, 262,144-token
@@ -107,6 +108,8 @@ def studies(sublayer: bool) -> dict[str, list[tuple[str, dict, bool]]]:
                   ("depth9", depth9, "all", 8, ["shortgpt", "angular", "spdy"]),
                   ("sparsity70", sparsity70, "quarter", 1, None),
                   ("sparsity70", sparsity70, "all", 11, None))]
+    tokens.append(("quality-depth9-tokens-spdy4", {"space": depth9, **confirmed,  # SPDY on what a quarter leaves
+                                                   "baselines": [{"method": "spdy", "samples": 4}]}, False))
     seeded_width = [("quality-width15-seeded", {
         "space": WIDTH, **SEEDED, "strategy": {**SEEDED["strategy"], "seeds": {"random": 8}}}, True)]  # spdy
     seeded_long = [("quality-depth9-seeded-long", {
@@ -145,7 +148,8 @@ def rows(name: str, outcome: Outcome, kind: str, wall: float, store: Store) -> l
         if label == DENSE or label.startswith("initial"):
             continue
         run = runs.get(label)
-        seconds = f"{run.seconds:.0f}" if run else f"{search_seconds:.0f}"
+        searched = "-" if outcome.resumed else f"{search_seconds:.0f}"  # a resumed study's wall is not its search's
+        seconds = f"{run.seconds:.0f}" if run else searched
         passes = str(run.passes) if run else "-"
         other = outcome.confirmed.get(label)
         confirmed = "- | -" if other is None else f"{other['kl']:.4f} | {other['ppl']:.2f}"
