@@ -97,10 +97,9 @@ def studies(sublayer: bool) -> dict[str, list[tuple[str, dict, bool]]]:
         **SEEDED, "strategy": {**SEEDED["strategy"], "seeds": {"baselines": ["shortgpt", "spdy", "finercut"],
                                                                "random": 8}}}, True)]
     confirmed = {"evaluation": {**COMMON["evaluation"], "heldout_data": "lee-news", "heldout_seq_len": 512}}
-    legacy = [("quality-depth9-legacy", {"space": {"kind": "depth", "granularity": "block", "drop": 9},
-                                          **confirmed}, True),
-              ("quality-sparsity70-legacy", {"space": sparsity70, **confirmed}, True)]
     depth9 = {"kind": "depth", "granularity": "block", "drop": 9}
+    legacy = [("quality-depth9-legacy", {"space": depth9, **confirmed}, True),
+              ("quality-sparsity70-legacy", {"space": sparsity70, **confirmed}, True)]
     tokens = [(f"quality-{space}-tokens-{share}", {"space": settings, **confirmed, "strategy": {
         **EVOPRESS, "generations": generations, "seeds": {"baselines": seeds, "random": 0}}}, True)
               for space, settings, share, generations, seeds in (
@@ -113,7 +112,7 @@ def studies(sublayer: bool) -> dict[str, list[tuple[str, dict, bool]]]:
     seeded_width = [("quality-width15-seeded", {
         "space": WIDTH, **SEEDED, "strategy": {**SEEDED["strategy"], "seeds": {"random": 8}}}, True)]  # spdy
     seeded_long = [("quality-depth9-seeded-long", {
-        "space": {"kind": "depth", "granularity": "block", "drop": 9},
+        "space": depth9,
         "baselines": [{"method": "finercut", "samples": 4}],
         **SEEDED, "strategy": {**SEEDED["strategy"], "generations": 32}}, True)]
     on_gemma = {"model": "gemma3-270m", "evaluation": {**SEEDED["evaluation"], "tail_samples": 2048},
